@@ -1,0 +1,150 @@
+"""Every difference between transformers releases that the suites depend on, and nothing else.
+
+Suites call these functions and never look at the version themselves. Each rule names the first release it
+applies to; the releases were checked by installing each minor release (see the README's release notes).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import transformers
+from packaging.version import Version
+
+INSTALLED = Version(transformers.__version__)
+FIRST_SUPPORTED = Version("4.50")  # Gemma 3 appeared in 4.50.0
+NEWEST_CHECKED = Version("5.23")
+
+# 4.50-4.55: HybridCache; from 4.56 StaticCache builds sliding layers itself (HybridCache is a deprecated alias).
+STATIC_CACHE_WITH_SLIDING_LAYERS = Version("4.56")
+# Before 4.54 the cache keeps parallel lists `key_cache[i]` / `value_cache[i]`; from 4.54 `layers[i].keys`.
+CACHE_LAYER_OBJECTS = Version("4.54")
+# Until 5.4 the model reads `cache_position` to place new tokens; from 5.4 the cache counts for itself.
+CACHE_POSITION_IGNORED = Version("5.4")
+# 5.0 renamed from_pretrained's `torch_dtype` to `dtype`.
+DTYPE_KEYWORD = Version("5.0")
+
+
+class UnsupportedRelease(RuntimeError):
+    """The installed transformers predates Gemma 3."""
+
+
+def release_problem() -> str | None:
+    """One line saying why the installed release cannot be tested, or None."""
+    if INSTALLED.release[:2] < FIRST_SUPPORTED.release:
+        return (
+            f"transformers {INSTALLED} is not supported: Gemma 3 first appeared in {FIRST_SUPPORTED}. "
+            f"Install transformers>={FIRST_SUPPORTED} (e.g. tox -e py311-transformers-latest)."
+        )
+    return None
+
+
+def release_note() -> str | None:
+    """A line for the run header when the installed release is newer than any the adapter was checked on."""
+    if INSTALLED.release[:2] > NEWEST_CHECKED.release:
+        return f"transformers {INSTALLED} is newer than {NEWEST_CHECKED}, the newest release this adapter was checked on"
+    return None
+
+
+def load_model(path, *, dtype: torch.dtype, device: str, attn_implementation: str):
+    """Load a Gemma 3 text checkpoint through the ordinary from_pretrained path, in eval mode."""
+    dtype_keyword = "dtype" if INSTALLED >= DTYPE_KEYWORD else "torch_dtype"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            path, attn_implementation=attn_implementation, use_safetensors=True, **{dtype_keyword: dtype}
+        )
+    return model.to(device).eval()
+
+
+def sliding_layers(config) -> list[bool]:
+    """For each decoder layer, whether it attends over a sliding window."""
+    return [kind == "sliding_attention" for kind in config.layer_types]
+
+
+def window(config) -> int:
+    return config.sliding_window
+
+
+def make_static_cache(model, *, batch_size: int, capacity: int):
+    """A preallocated static cache for `batch_size` sequences of at most `capacity` tokens, tensors allocated now."""
+    config = model.config
+    if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
+        return transformers.HybridCache(
+            config, max_batch_size=batch_size, max_cache_len=capacity, device=model.device, dtype=model.dtype
+        )
+    cache = transformers.StaticCache(config=config, max_cache_len=capacity)
+    cache.early_initialization(
+        batch_size=batch_size,
+        num_heads=config.num_key_value_heads,
+        head_dim=config.head_dim,
+        dtype=model.dtype,
+        device=model.device,
+    )
+    return cache
+
+
+def static_cache_class():
+    """The class `make_static_cache` instantiates (what a fault patch must target)."""
+    if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
+        return transformers.HybridCache
+    return transformers.StaticCache
+
+
+def layer_count(cache) -> int:
+    return len(cache.key_cache) if INSTALLED < CACHE_LAYER_OBJECTS else len(cache.layers)
+
+
+def layer_is_sliding(cache, layer: int) -> bool:
+    return bool(cache.is_sliding[layer])
+
+
+def capacity(cache) -> int:
+    """How many positions the full-attention layers can hold (the sliding layers hold at most the window)."""
+    return max(layer_storage(cache, layer)[0].shape[2] for layer in range(layer_count(cache)))
+
+
+def reset(cache) -> None:
+    cache.reset()
+
+
+def layer_storage(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key and value tensors the cache holds for one layer (its storage, not a copy)."""
+    if INSTALLED < CACHE_LAYER_OBJECTS:
+        return cache.key_cache[layer], cache.value_cache[layer]
+    return cache.layers[layer].keys, cache.layers[layer].values
+
+
+@torch.no_grad()
+def forward(model, input_ids, *, cache=None, start: int = 0, attention_mask=None, position_ids=None):
+    """Logits for `input_ids`, the tokens at positions start, start+1, ... of the sequence.
+
+    Without a cache this is plain recomputation. With one, the cache must hold exactly the `start` earlier tokens.
+    `attention_mask` covers every position so far (earlier and new), as generate() passes it.
+    """
+    kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
+    if cache is None:
+        kwargs["use_cache"] = False
+    else:
+        kwargs |= {"past_key_values": cache, "use_cache": True}
+        if INSTALLED < CACHE_POSITION_IGNORED:
+            kwargs["cache_position"] = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
+    return model(input_ids, **kwargs).logits
+
+
+@torch.no_grad()
+def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, attention_mask=None):
+    """Greedy generate() into a user-supplied static cache; returns (sequences, logits of each new step)."""
+    output = model.generate(
+        input_ids,
+        attention_mask=attention_mask if attention_mask is not None else torch.ones_like(input_ids),
+        past_key_values=cache,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_logits=True,
+        pad_token_id=model.config.pad_token_id,
+    )
+    return output.sequences, torch.stack(output.logits, dim=1)

@@ -1,0 +1,71 @@
+"""Which Gemma 3 checkpoint the suites load, and a cheap check that it is readable before any test runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-gemma3"
+ENVIRONMENT_VARIABLE = "GEMMA3_CHECKPOINT"
+TEXT_MODEL_TYPES = ("gemma3_text",)
+
+
+class CheckpointError(ValueError):
+    """The checkpoint can't be used; the message names the path and what is wrong."""
+
+
+def resolve(option: str | None) -> Path:
+    """The --checkpoint option, else $GEMMA3_CHECKPOINT, else the embedded tiny checkpoint."""
+    return Path(option or os.environ.get(ENVIRONMENT_VARIABLE) or EMBEDDED).expanduser().resolve()
+
+
+def validate(path: Path) -> dict:
+    """Read config.json and every safetensors header; return the config. Raises CheckpointError."""
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is not a directory")
+    config_file = path / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint {path}: cannot read config.json: {error}") from None
+    if config.get("model_type") not in TEXT_MODEL_TYPES:
+        raise CheckpointError(
+            f"checkpoint {path}: model_type is {config.get('model_type')!r}; the suites need a Gemma 3 text "
+            f"checkpoint (model_type {' or '.join(TEXT_MODEL_TYPES)}, e.g. gemma-3-1b)"
+        )
+    weight_files = sorted(path.glob("*.safetensors"))
+    if not weight_files:
+        raise CheckpointError(f"checkpoint {path}: no *.safetensors files (only safetensors weights are loaded)")
+    for weight_file in weight_files:
+        problem = safetensors_problem(weight_file)
+        if problem:
+            raise CheckpointError(f"checkpoint {weight_file}: unreadable safetensors file: {problem}")
+    return config
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file is not whole (bad header, truncated data), or None. Reads only the header."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            return f"{size} bytes, shorter than the 8-byte header length"
+        header_length = int.from_bytes(prefix, "little")
+        if header_length > size - 8:
+            return f"header length {header_length} exceeds the file size {size}"
+        try:
+            header = json.loads(handle.read(header_length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            return f"header is not JSON ({error})"
+    data_end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    if 8 + header_length + data_end != size:
+        return f"header describes {8 + header_length + data_end} bytes, the file has {size} (truncated or padded)"
+    return None
+
+
+def describe(path: Path) -> str:
+    label = "embedded tiny Gemma 3" if path == EMBEDDED else "local checkpoint"
+    digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:12]
+    return f"{path} ({label}, config sha256 {digest})"

@@ -1,0 +1,72 @@
+"""Drive a cache through prefill, chunks and greedy decoding, comparing every step with recomputation.
+
+The reference is always `adapter.forward` without a cache over the whole sequence so far: causal attention
+makes its logits at position t the logits of recomputing the prefix up to t.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cache_conformance import adapter
+from cache_conformance.compare import Comparison
+
+
+def positions_from_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Position ids that skip left padding (what generate() computes), or None for unpadded input."""
+    if attention_mask is None:
+        return None
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def without_padding(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Logits with padded positions set to NaN, which the comparison skips."""
+    if attention_mask is None:
+        return logits
+    return logits.masked_fill(attention_mask[..., None] == 0, float("nan"))
+
+
+def recompute(model, sequence: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    return adapter.forward(model, sequence, attention_mask=attention_mask, position_ids=positions_from_mask(attention_mask))
+
+
+def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *, attention_mask=None, label=""):
+    """Prefill `prompt` into `cache`, then greedy-decode `steps` tokens one at a time, comparing each step."""
+    label = f"{label}: " if label else ""
+    length = prompt.shape[1]
+    logits = adapter.forward(
+        model, prompt, cache=cache, start=0, attention_mask=attention_mask, position_ids=positions_from_mask(attention_mask)
+    )
+    reference = without_padding(recompute(model, prompt, attention_mask), attention_mask)
+    compare.logits_close(logits, reference, where=f"{label}prefill of {length} tokens", positions=list(range(length)))
+    sequence = prompt
+    for step in range(1, steps + 1):
+        position = sequence.shape[1]
+        next_token = logits[:, -1:].argmax(-1)
+        sequence = torch.cat([sequence, next_token], dim=1)
+        if attention_mask is not None:
+            attention_mask = torch.cat([attention_mask, torch.ones_like(next_token)], dim=1)
+        positions = positions_from_mask(attention_mask)
+        logits = adapter.forward(
+            model, next_token, cache=cache, start=position, attention_mask=attention_mask,
+            position_ids=positions[:, -1:] if positions is not None else None,
+        )
+        reference = recompute(model, sequence, attention_mask)[:, -1:]
+        where = f"{label}decode step {step} (position {position}, {position + 1} tokens seen)"
+        compare.logits_close(logits, reference, where=where, positions=[position])
+        compare.greedy_tokens_match(logits.argmax(-1), reference, where=where, positions=[position])
+    return sequence
+
+
+def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: Comparison) -> None:
+    """Feed `sequence` into `cache` in chunks of `chunk_sizes`, comparing each chunk's logits."""
+    assert sum(chunk_sizes) == sequence.shape[1], "chunk sizes must cover the sequence"
+    reference = recompute(model, sequence)
+    start = 0
+    for number, size in enumerate(chunk_sizes, start=1):
+        end = start + size
+        logits = adapter.forward(model, sequence[:, start:end], cache=cache, start=start)
+        where = f"chunk {number} of {len(chunk_sizes)} (sizes {list(chunk_sizes)}, positions {start}..{end - 1})"
+        compare.logits_close(logits, reference[:, start:end], where=where, positions=list(range(start, end)))
+        compare.greedy_tokens_match(logits.argmax(-1), reference[:, start:end], where=where, positions=list(range(start, end)))
+        start = end

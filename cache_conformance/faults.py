@@ -1,0 +1,72 @@
+"""Deliberate cache bugs, patched into the installed transformers for one pytest run (`--inject-fault NAME`).
+
+They prove the suites can fail: a run under a fault must turn red with a message that points at the fault.
+Each patch wraps the static cache's `update` (the adapter names the class), so it works on every release.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+
+from cache_conformance import adapter
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    description: str
+    caught_by: str  # the property (suite) that must fail under this fault
+    wrap_update: Callable  # (original update) -> patched update
+
+
+def _reduced_precision_keys(update):
+    @functools.wraps(update)
+    def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+        key_states = key_states.to(torch.bfloat16).to(key_states.dtype)
+        return update(self, key_states, value_states, layer_idx, *args, **kwargs)
+
+    return patched
+
+
+def _early_eviction(update):
+    @functools.wraps(update)
+    def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = update(self, key_states, value_states, layer_idx, *args, **kwargs)
+        window_full = bool(keys[:, :, -1].any())  # sliding buffers fill from the left, oldest first
+        if adapter.layer_is_sliding(self, layer_idx) and window_full:
+            keys[:, :, 0] = 0
+            values[:, :, 0] = 0
+        return keys, values
+
+    return patched
+
+
+CATALOGUE = {
+    fault.name: fault
+    for fault in (
+        Fault(
+            "reduced-precision-keys",
+            "the cache stores keys rounded to bfloat16, whatever the model's dtype",
+            "equivalence",
+            _reduced_precision_keys,
+        ),
+        Fault(
+            "early-eviction",
+            "a full sliding layer drops its oldest token one step early (the window holds W-1 tokens)",
+            "equivalence",
+            _early_eviction,
+        ),
+    )
+}
+
+
+def apply(name: str, monkeypatch: pytest.MonkeyPatch) -> Fault:
+    fault = CATALOGUE[name]
+    cache_class = adapter.static_cache_class()
+    monkeypatch.setattr(cache_class, "update", fault.wrap_update(cache_class.update))
+    return fault

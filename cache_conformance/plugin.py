@@ -1,0 +1,250 @@
+"""The pytest plugin behind every suite: options, the target parameterisation, fixtures, strict expectations
+and the results file. Loaded by the root conftest.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import settings
+
+from cache_conformance import adapter, checkpoint, expectations, faults, results, targets
+from cache_conformance.compare import Comparison
+from cache_conformance.tolerances import tolerance_for
+
+# Select with --hypothesis-profile; CI uses "ci" so that every run draws the same examples.
+settings.register_profile("default", max_examples=20, deadline=None, print_blob=True)
+settings.register_profile("ci", max_examples=20, deadline=None, print_blob=True, derandomize=True)
+settings.register_profile("thorough", max_examples=300, deadline=None, print_blob=True)
+settings.load_profile("default")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_EXPECTATIONS = ROOT / "suites" / "expectations.toml"
+COMPARISON_KEY = pytest.StashKey[Comparison]()
+CHECKPOINT_KEY = pytest.StashKey[Path]()
+DEVICES_KEY = pytest.StashKey[tuple]()
+EXPECTATIONS_KEY = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("cache-conformance")
+    group.addoption("--checkpoint", help=f"Gemma 3 text checkpoint folder (default: ${checkpoint.ENVIRONMENT_VARIABLE} "
+                    "or the embedded tiny checkpoint)")
+    group.addoption("--device", action="append", choices=targets.DEVICES,
+                    help="run on this device only (repeatable); it must be present. Default: every device, "
+                    "absent ones reported as skipped")
+    group.addoption("--no-expectations", action="store_true",
+                    help="ignore the expectations file: every upstream non-conformance fails")
+    group.addoption("--expectations-file", type=Path, default=DEFAULT_EXPECTATIONS)
+    group.addoption("--results-file", type=Path,
+                    help="where to write the JSON results (default: reports/results/transformers-<version>.json)")
+    group.addoption("--seed", type=int, default=0, help="seed for the token sequences (default 0)")
+    group.addoption("--inject-fault", choices=sorted(faults.CATALOGUE),
+                    help="patch a deliberate cache bug into transformers for this run (the suites must fail)")
+
+
+def pytest_configure(config):
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    problem = adapter.release_problem()
+    if problem:
+        raise pytest.UsageError(problem)
+
+    path = checkpoint.resolve(config.getoption("checkpoint"))
+    try:
+        checkpoint.validate(path)
+    except checkpoint.CheckpointError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[CHECKPOINT_KEY] = path
+
+    requested = config.getoption("device")
+    for device in requested or ():
+        reason = targets.device_problem(device)
+        if reason:
+            raise pytest.UsageError(f"--device {device} was requested but {reason}")
+    config.stash[DEVICES_KEY] = tuple(requested or targets.DEVICES)
+
+    if config.getoption("no_expectations"):
+        config.stash[EXPECTATIONS_KEY] = []
+    else:
+        try:
+            config.stash[EXPECTATIONS_KEY] = expectations.load(config.getoption("expectations_file"))
+        except expectations.ExpectationsError as error:
+            raise pytest.UsageError(str(error)) from None
+
+    fault_name = config.getoption("inject_fault")
+    if fault_name:
+        patcher = pytest.MonkeyPatch()
+        faults.apply(fault_name, patcher)
+        config.add_cleanup(patcher.undo)
+
+    if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist, writes the results
+        devices = {device: targets.device_problem(device) or "available" for device in targets.DEVICES}
+        info = results.run_info(
+            ROOT,
+            devices=devices,
+            checkpoint=checkpoint.describe(path),
+            expectations_applied=not config.getoption("no_expectations"),
+        )
+        if fault_name:
+            info["injected_fault"] = fault_name
+        config.pluginmanager.register(ResultsRecorder(config, results.ResultsCollector(info)), "cache-conformance-results")
+
+
+
+def pytest_report_header(config):
+    left_out = [f"{a} ({targets.attention_problem(a)})" for a in targets.ATTENTION_IMPLEMENTATIONS
+                if targets.attention_problem(a)]
+    lines = [
+        f"transformers {adapter.INSTALLED}, torch {torch.__version__}",
+        f"checkpoint: {checkpoint.describe(config.stash[CHECKPOINT_KEY])}",
+        "devices: " + ", ".join(f"{d} ({targets.device_problem(d) or 'available'})" for d in config.stash[DEVICES_KEY]),
+        "attention implementations left out: " + (", ".join(left_out) or "none"),
+        "expectations: " + ("ignored (--no-expectations)" if config.getoption("no_expectations")
+                            else str(config.getoption("expectations_file"))),
+    ]
+    if config.getoption("inject_fault"):
+        fault = faults.CATALOGUE[config.getoption("inject_fault")]
+        lines.append(f"INJECTED FAULT {fault.name}: {fault.description}")
+    note = adapter.release_note()
+    if note:
+        lines.append(f"note: {note}")
+    return lines
+
+
+def pytest_generate_tests(metafunc):
+    if "target" in metafunc.fixturenames:
+        all_targets = targets.all_targets(metafunc.config.stash[DEVICES_KEY])
+        metafunc.parametrize("target", all_targets, ids=[t.id for t in all_targets], scope="session")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    known = config.stash[EXPECTATIONS_KEY]
+    for item in items:
+        target = item.callspec.params.get("target") if hasattr(item, "callspec") else None
+        suite = item.path.stem.removeprefix("test_")
+        item.user_properties += [
+            ("suite", suite),
+            ("check", check_name(item.nodeid, target)),
+            ("params", target.as_dict() if target else {}),
+        ]
+        if target is not None:
+            reason = targets.device_problem(target.device) or targets.target_problem(target)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+                continue
+        expectation = expectations.find(known, item.nodeid, adapter.INSTALLED)
+        if expectation:
+            item.add_marker(pytest.mark.xfail(reason=expectation.reason, strict=True, raises=AssertionError))
+            item.user_properties.append(("expectation", {"expected": "fail", **expectation.as_dict()}))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    comparison = item.stash.get(COMPARISON_KEY, None)
+    if comparison is not None and call.when == "call":
+        item.user_properties.append(("metrics", comparison.metrics))
+    yield
+
+
+def check_name(nodeid: str, target: targets.Target | None) -> str:
+    """The node id without the target's part: the same check on every dtype, device and attention."""
+    if target is None:
+        return nodeid
+    base, _, params = nodeid.partition("[")
+    params = params.removesuffix("]").replace(target.id, "", 1).replace("--", "-").strip("-")
+    return f"{base}[{params}]" if params else base
+
+
+def results_path(config) -> Path:
+    return config.getoption("results_file") or ROOT / "reports" / "results" / f"transformers-{adapter.INSTALLED}.json"
+
+
+class ResultsRecorder:
+    """Registered on the process that sees every test report (the xdist controller, or the only process)."""
+
+    def __init__(self, config, collector: results.ResultsCollector):
+        self.config = config
+        self.collector = collector
+        self.started = time.monotonic()
+
+    def pytest_runtest_logreport(self, report):
+        self.collector.add(report)
+
+    def pytest_sessionfinish(self, session):
+        self.collector.info["unused_expectations"] = [e.as_dict() for e in self.unused_expectations()]
+        self.collector.write(results_path(self.config), time.monotonic() - self.started)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        for entry in self.unused_expectations():
+            terminalreporter.write_line(
+                f"WARNING: expectation matches no test that ran: test={entry.test!r} releases={entry.releases}",
+                yellow=True,
+            )
+        terminalreporter.write_line(f"results: {results_path(self.config)}")
+
+    def unused_expectations(self) -> list[expectations.Expectation]:
+        """Entries for this release that matched no test; not judged when -k, -m or --lf narrowed the run."""
+        if self.config.getoption("keyword") or self.config.getoption("markexpr") or self.config.getoption("lf"):
+            return []
+        ran = list(self.collector.records)
+        return [
+            entry for entry in self.config.stash[EXPECTATIONS_KEY]
+            if adapter.INSTALLED in entry.releases and not any(entry.applies_to(n, adapter.INSTALLED) for n in ran)
+        ]
+
+
+# ---- fixtures ----
+
+_MODELS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def model(target, pytestconfig):
+    """The checkpoint loaded once per target, in eval mode. Tests must not modify it."""
+    if target not in _MODELS:
+        _MODELS.clear()  # targets come grouped: keep one model in memory at a time
+        _MODELS[target] = adapter.load_model(
+            pytestconfig.stash[CHECKPOINT_KEY],
+            dtype=target.dtype,
+            device=target.device,
+            attn_implementation=target.attn_implementation,
+        )
+    return _MODELS[target]
+
+
+@pytest.fixture(scope="session")
+def window(model) -> int:
+    return adapter.window(model.config)
+
+
+@pytest.fixture
+def compare(request, target) -> Comparison:
+    """Logit comparisons with the target's tolerance; the worst difference goes into the results file."""
+    comparison = Comparison(tolerance_for(target.dtype_name, target.device))
+    request.node.stash[COMPARISON_KEY] = comparison
+    return comparison
+
+
+@pytest.fixture
+def tokens(request, model, target):
+    """tokens(batch, length) -> random token ids on the target device, reproducible per test and --seed.
+
+    The seed depends on the test's check name, not on the target, so every dtype and device sees the same tokens.
+    """
+    check = dict(request.node.user_properties).get("check", request.node.nodeid)
+    generator = torch.Generator().manual_seed(zlib.crc32(check.encode()) ^ request.config.getoption("seed"))
+    first_ordinary_token = 3  # 0, 1, 2 are pad, eos and bos
+    high = min(model.config.vocab_size, 4096)
+
+    def draw(batch: int, length: int) -> torch.Tensor:
+        return torch.randint(first_ordinary_token, high, (batch, length), generator=generator).to(target.device)
+
+    return draw

@@ -1,0 +1,135 @@
+"""The machine-readable results file of one run: run info, then one record per test.
+
+Format (version 1), designed for the HTML report:
+{
+  "format": 1,
+  "run_info": {transformers, torch, python, platform, devices, checkpoint, suite_commit, started, duration_s,
+               expectations: "applied" | "ignored", command},
+  "summary": {outcome: count},
+  "tests": [{id, check, suite, params: {dtype, device, attn}, outcome, raw_outcome, expected, reason, evidence,
+             reference, message, metrics, duration_s}]
+}
+outcome: what pytest concluded after expectations: passed, failed, error, skipped, xfailed.
+raw_outcome: what the test itself did, before expectations: passed, failed, error, skipped.
+expected: "pass" or "fail" (from the expectations file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+FORMAT = 1
+MESSAGE_LIMIT = 2000
+
+
+def suite_commit(root: Path) -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_info(root: Path, *, devices: dict[str, str], checkpoint: str, expectations_applied: bool) -> dict:
+    import torch
+    import transformers
+
+    return {
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "devices": devices,
+        "checkpoint": checkpoint,
+        "suite_commit": suite_commit(root),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "expectations": "applied" if expectations_applied else "ignored",
+        "command": " ".join(["pytest", *sys.argv[1:]]),
+        "tox_env": os.environ.get("TOX_ENV_NAME", ""),
+    }
+
+
+class ResultsCollector:
+    """Folds pytest's per-phase reports into one record per test."""
+
+    def __init__(self, info: dict):
+        self.info = info
+        self.records: dict[str, dict] = {}
+
+    def add(self, report) -> None:
+        props = dict(report.user_properties)
+        record = self.records.setdefault(
+            report.nodeid,
+            {
+                "id": report.nodeid,
+                "check": props.get("check", report.nodeid),
+                "suite": props.get("suite", ""),
+                "params": props.get("params", {}),
+                "outcome": "passed",
+                "raw_outcome": "passed",
+                **props.get("expectation", {"expected": "pass"}),
+                "message": "",
+                "metrics": {},
+                "duration_s": 0.0,
+            },
+        )
+        record["duration_s"] = round(record["duration_s"] + report.duration, 4)
+        record["metrics"].update(props.get("metrics", {}))
+        outcome, raw = _phase_outcome(report)
+        if outcome is None:
+            return
+        # The first phase that did not pass decides; a teardown error after a failure keeps the failure.
+        if record["outcome"] == "passed" or outcome == "error" and record["outcome"] == "skipped":
+            record["outcome"], record["raw_outcome"] = outcome, raw
+            record["message"] = _message(report)
+
+    def write(self, path: Path, duration_s: float) -> None:
+        tests = sorted(self.records.values(), key=lambda r: r["id"])
+        payload = {
+            "format": FORMAT,
+            "run_info": self.info | {"duration_s": round(duration_s, 2)},
+            "summary": dict(Counter(t["outcome"] for t in tests)),
+            "tests": tests,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def _phase_outcome(report) -> tuple[str | None, str | None]:
+    """(outcome after expectations, raw outcome) of one phase, or (None, None) when the phase passed quietly."""
+    xfail = hasattr(report, "wasxfail")
+    if report.when == "call":
+        if xfail and report.skipped:
+            return "xfailed", "failed"
+        if report.failed and _is_strict_xpass(report):
+            return "failed", "passed"
+        if report.failed:
+            return "failed", "failed"
+        if report.skipped:
+            return "skipped", "skipped"
+        return None, None
+    if report.failed:
+        return "error", "error"
+    if report.skipped:
+        return ("xfailed", "failed") if xfail else ("skipped", "skipped")
+    return None, None
+
+
+def _is_strict_xpass(report) -> bool:
+    return "[XPASS(strict)]" in str(report.longrepr)
+
+
+def _message(report) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return report.longrepr[2]
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr or "")
+    return text[:MESSAGE_LIMIT]

@@ -1,0 +1,86 @@
+"""Property 1: with a static cache, every step's logits equal recomputation without any cache.
+
+W is the checkpoint's sliding window. Scenarios are placed relative to W so that they cross it, whatever the
+checkpoint. Tolerances are per dtype and device (cache_conformance/tolerances.py); in float32 the greedy
+tokens must also be identical.
+"""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cache_conformance import adapter
+from cache_conformance.decoding import chunks_against_recomputation, prefill_and_decode, recompute
+
+PROMPT_LENGTH_FROM_WINDOW = {"prompt-shorter-than-window": -1, "prompt-equal-to-window": 0, "prompt-longer-than-window": 1}
+
+
+@pytest.mark.parametrize("offset", PROMPT_LENGTH_FROM_WINDOW.values(), ids=PROMPT_LENGTH_FROM_WINDOW.keys())
+def test_prefill_then_decode_across_the_window(model, window, tokens, compare, offset):
+    prompt = tokens(1, window + offset)
+    steps = window + 2
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=prompt.shape[1] + steps)
+    prefill_and_decode(model, cache, prompt, steps, compare)
+
+
+CHUNK_SCHEDULES = {
+    # chunk sizes as a function of W
+    "crossing-a-partly-full-window": lambda w: [w // 2, w // 2 + 2, 3, 1],
+    "onto-a-full-window": lambda w: [w, 3, w + 1, 1, 2],
+}
+
+
+@pytest.mark.parametrize("schedule", CHUNK_SCHEDULES)
+def test_chunked_prefill_and_multi_token_continuation(model, window, tokens, compare, schedule):
+    sizes = CHUNK_SCHEDULES[schedule](window)
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=sum(sizes))
+    chunks_against_recomputation(model, cache, tokens(1, sum(sizes)), sizes, compare)
+
+
+def test_left_padded_batch(model, window, tokens, compare):
+    lengths = [window + 3, window - 2]
+    longest = max(lengths)
+    prompt = tokens(len(lengths), longest)
+    attention_mask = torch.ones_like(prompt)
+    for row, length in enumerate(lengths):
+        prompt[row, : longest - length] = model.config.pad_token_id
+        attention_mask[row, : longest - length] = 0
+    steps = window + 2
+    cache = adapter.make_static_cache(model, batch_size=len(lengths), capacity=longest + steps)
+    prefill_and_decode(model, cache, prompt, steps, compare, attention_mask=attention_mask)
+
+
+def test_generate_with_a_static_cache(model, window, tokens, compare):
+    prompt = tokens(1, window - 3)
+    new_tokens = window + 4
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=prompt.shape[1] + new_tokens)
+    sequences, step_logits = adapter.generate_with_static_cache(model, prompt, cache=cache, max_new_tokens=new_tokens)
+    first = prompt.shape[1] - 1  # the logits at the prompt's last position choose the first new token
+    reference = recompute(model, sequences[:, :-1])[:, first:]
+    positions = list(range(first, sequences.shape[1] - 1))
+    compare.logits_close(step_logits, reference, where=f"generate() of {new_tokens} tokens", positions=positions)
+    compare.greedy_tokens_match(sequences[:, first + 1 :], reference, where="generate()", positions=positions)
+
+
+def test_cache_reuse_after_reset(model, window, tokens, compare):
+    first_prompt, second_prompt = tokens(1, window + 1), tokens(1, window - 1)
+    steps = window + 2
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=second_prompt.shape[1] + steps)
+    prefill_and_decode(model, cache, first_prompt, 3, compare, label="first prompt")
+    adapter.reset(cache)
+    prefill_and_decode(model, cache, second_prompt, steps, compare, label="second prompt, after reset()")
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # `compare` keeps the worst case on purpose
+@given(data=st.data())
+def test_any_chunk_schedule(model, window, compare, data):
+    prompt_length = data.draw(st.integers(1, 2 * window + 1), label="prompt length")
+    continuation = data.draw(st.lists(st.integers(1, window + 2), max_size=4), label="continuation chunk sizes")
+    spare_capacity = data.draw(st.integers(0, window), label="capacity beyond the sequence")
+    token_seed = data.draw(st.integers(0, 2**16), label="token seed")
+    sizes = [prompt_length, *continuation]
+    generator = torch.Generator().manual_seed(token_seed)
+    sequence = torch.randint(3, min(model.config.vocab_size, 4096), (1, sum(sizes)), generator=generator)
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=sum(sizes) + spare_capacity)
+    chunks_against_recomputation(model, cache, sequence.to(model.device), sizes, compare)
