@@ -6,6 +6,7 @@ applies to; the releases were checked by installing each minor release (see the 
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -136,6 +137,14 @@ def forward(model, input_ids, *, cache=None, start: int = 0, attention_mask=None
 @torch.no_grad()
 def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, attention_mask=None):
     """Greedy generate() into a user-supplied static cache; returns (sequences, logits of each new step)."""
+    extra = {}
+    if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
+        # Gemma 3's config sets cache_implementation="hybrid" and generate() refuses a user cache while it is set
+        # ("Passing both `cache_implementation` ... and `past_key_values`"); a generation config without it, used
+        # as given rather than refilled from the model's defaults, is how a user passes their own cache.
+        generation_config = copy.deepcopy(model.generation_config)
+        generation_config.cache_implementation = None
+        extra = {"generation_config": generation_config, "use_model_defaults": False}
     output = model.generate(
         input_ids,
         attention_mask=attention_mask if attention_mask is not None else torch.ones_like(input_ids),
@@ -146,5 +155,6 @@ def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, 
         return_dict_in_generate=True,
         output_logits=True,
         pad_token_id=model.config.pad_token_id,
+        **extra,
     )
     return output.sequences, torch.stack(output.logits, dim=1)

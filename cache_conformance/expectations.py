@@ -2,7 +2,7 @@
 
 Each entry:
     [[expected_failure]]
-    test = "suites/test_equivalence.py::test_chunked_prefill[*"   # fnmatch pattern on the pytest node id
+    tests = ["suites/test_equivalence.py::test_chunked*"]          # fnmatch patterns on pytest node ids
     releases = ">=4.50,<4.56"                                       # PEP 440 specifier on the transformers version
     reason = "what upstream does wrong"
     evidence = "what the suite observed: message, size of the difference"
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-REQUIRED = ("test", "releases", "reason", "evidence")
+REQUIRED = ("tests", "releases", "reason", "evidence")
 
 
 class ExpectationsError(ValueError):
@@ -28,19 +28,18 @@ class ExpectationsError(ValueError):
 
 @dataclass
 class Expectation:
-    test: str
+    tests: list[str]
     releases: SpecifierSet
     reason: str
     evidence: str
     reference: str = ""
-    matched: list[str] = field(default_factory=list)
 
     def applies_to(self, nodeid: str, version: Version) -> bool:
-        return version in self.releases and fnmatch.fnmatchcase(nodeid, self.test)
+        return version in self.releases and any(fnmatch.fnmatchcase(nodeid, pattern) for pattern in self.tests)
 
     def as_dict(self) -> dict:
         return {
-            "test": self.test,
+            "tests": self.tests,
             "releases": str(self.releases),
             "reason": self.reason,
             "evidence": self.evidence,
@@ -62,28 +61,21 @@ def load(path: Path) -> list[Expectation]:
         extra = set(entry) - set(REQUIRED) - {"reference"}
         if missing or extra:
             raise ExpectationsError(
-                f"{path}: expected_failure #{number} ({entry.get('test', '?')}): "
+                f"{path}: expected_failure #{number} ({entry.get('tests', '?')}): "
                 f"missing {missing} / unknown keys {sorted(extra)}"
             )
+        if not isinstance(entry["tests"], list) or not all(isinstance(t, str) for t in entry["tests"]):
+            raise ExpectationsError(f"{path}: expected_failure #{number}: tests must be a list of node id patterns")
         try:
             releases = SpecifierSet(entry["releases"])
         except InvalidSpecifier:
             raise ExpectationsError(
                 f"{path}: expected_failure #{number}: releases {entry['releases']!r} is not a version specifier"
             ) from None
-        entries.append(Expectation(entry["test"], releases, entry["reason"], entry["evidence"], entry.get("reference", "")))
+        entries.append(Expectation(entry["tests"], releases, entry["reason"], entry["evidence"], entry.get("reference", "")))
     return entries
 
 
 def find(expectations: list[Expectation], nodeid: str, version: Version) -> Expectation | None:
-    """The first entry that applies to this test on this release, noting the match."""
-    for expectation in expectations:
-        if expectation.applies_to(nodeid, version):
-            expectation.matched.append(nodeid)
-            return expectation
-    return None
-
-
-def unused(expectations: list[Expectation], version: Version) -> list[Expectation]:
-    """Entries for this release that matched no collected test: stale, or a typo in the pattern."""
-    return [e for e in expectations if version in e.releases and not e.matched]
+    """The first entry that applies to this test on this release."""
+    return next((e for e in expectations if e.applies_to(nodeid, version)), None)

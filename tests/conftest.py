@@ -1,0 +1,27 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def run_suites(tmp_path):
+    """Run the conformance suites in a fresh pytest process; returns (exit code, output, results dict or None)."""
+    import json
+
+    def run(*args: str, results_name: str = "results.json"):
+        results_file = tmp_path / results_name
+        completed = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
+             "--results-file", str(results_file), *args],
+            cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONHASHSEED": "0"},
+        )
+        output = completed.stdout + completed.stderr
+        results = json.loads(results_file.read_text()) if results_file.exists() else None
+        return completed.returncode, output, results
+
+    return run

@@ -1,0 +1,56 @@
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cache_conformance import checkpoint
+
+SCRIPT = checkpoint.EMBEDDED.parent / "make_tiny_gemma3.py"
+
+
+def test_the_script_regenerates_the_embedded_checkpoint_byte_for_byte(tmp_path):
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], check=True)
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / name).read_bytes() == (checkpoint.EMBEDDED / name).read_bytes(), name
+
+
+def test_the_embedded_checkpoint_is_valid():
+    assert checkpoint.validate(checkpoint.EMBEDDED)["model_type"] == "gemma3_text"
+
+
+@pytest.fixture
+def copy(tmp_path):
+    target = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint.EMBEDDED, target)
+    return target
+
+
+def test_a_truncated_weight_file_is_named(copy):
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(checkpoint.CheckpointError, match=r"model\.safetensors: unreadable safetensors file: .*truncated"):
+        checkpoint.validate(copy)
+
+
+def test_a_garbage_weight_file_is_named(copy):
+    (copy / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(checkpoint.CheckpointError, match="unreadable safetensors file"):
+        checkpoint.validate(copy)
+
+
+def test_a_non_gemma3_config_is_refused(copy):
+    (copy / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(checkpoint.CheckpointError, match="model_type is 'llama'"):
+        checkpoint.validate(copy)
+
+
+def test_a_missing_folder_is_refused(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="is not a directory"):
+        checkpoint.validate(tmp_path / "nowhere")
+
+
+def test_the_environment_variable_points_at_another_checkpoint(monkeypatch, copy):
+    monkeypatch.setenv(checkpoint.ENVIRONMENT_VARIABLE, str(copy))
+    assert checkpoint.resolve(None) == copy.resolve()
+    assert checkpoint.resolve(str(checkpoint.EMBEDDED)) == checkpoint.EMBEDDED

@@ -1,0 +1,80 @@
+"""The plugin end to end: strict expectations, raw outcomes, the results file and clear errors for bad input.
+
+Each test runs a small slice of the real suites in a fresh pytest process on the installed transformers.
+"""
+
+import pytest
+
+ONE_CHECK = ["suites/test_equivalence.py::test_prefill_then_decode_across_the_window", "--device", "cpu",
+             "-k", "float32-cpu-eager and prompt-equal"]
+
+
+def expectation_file(tmp_path, test_pattern):
+    path = tmp_path / "expectations.toml"
+    path.write_text(
+        f'[[expected_failure]]\ntests = ["{test_pattern}"]\nreleases = ">=4.50"\n'
+        'reason = "made up for this test"\nevidence = "none"\n'
+    )
+    return path
+
+
+def test_a_clean_run_records_run_info_params_and_metrics(run_suites):
+    code, output, results = run_suites(*ONE_CHECK)
+    assert code == 0, output
+    assert results["format"] == 1 and results["summary"] == {"passed": 1}
+    assert {"transformers", "torch", "python", "platform", "devices", "checkpoint", "suite_commit"} <= set(results["run_info"])
+    [record] = results["tests"]
+    assert record["params"] == {"dtype": "float32", "device": "cpu", "attn": "eager"}
+    assert record["check"] == "suites/test_equivalence.py::test_prefill_then_decode_across_the_window[prompt-equal-to-window]"
+    assert record["suite"] == "equivalence" and record["expected"] == "pass"
+    assert 0 <= record["metrics"]["max_abs_diff"] <= record["metrics"]["atol"]
+
+
+def test_an_expected_failure_that_passes_turns_the_run_red(run_suites, tmp_path):
+    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*")
+    code, output, results = run_suites(*ONE_CHECK, "--expectations-file", str(path))
+    assert code == 1 and "XPASS(strict)" in output
+    [record] = results["tests"]
+    assert (record["outcome"], record["raw_outcome"], record["expected"]) == ("failed", "passed", "fail")
+    assert record["reason"] == "made up for this test"
+
+
+def test_an_expected_failure_that_fails_is_green_and_keeps_the_raw_outcome(run_suites, tmp_path):
+    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*")
+    code, output, results = run_suites(*ONE_CHECK, "--expectations-file", str(path), "--inject-fault", "early-eviction")
+    assert code == 0, output
+    [record] = results["tests"]
+    assert (record["outcome"], record["raw_outcome"]) == ("xfailed", "failed")
+    assert "max abs diff" in record["message"]
+    code, output, results = run_suites(*ONE_CHECK, "--expectations-file", str(path), "--inject-fault",
+                                       "early-eviction", "--no-expectations")
+    assert code == 1 and results["tests"][0]["outcome"] == "failed" and results["run_info"]["expectations"] == "ignored"
+
+
+def test_an_entry_that_matches_nothing_is_reported(run_suites, tmp_path):
+    path = expectation_file(tmp_path, "suites/test_equivalence.py::no_such_test*")
+    code, output, results = run_suites("suites/test_equivalence.py::test_generate_with_a_static_cache",
+                                       "--device", "cpu", "--expectations-file", str(path))
+    assert code == 0, output
+    assert "WARNING: expectation matches no test that ran: tests=['suites/test_equivalence.py::no_such_test*']" in output
+    assert results["run_info"]["unused_expectations"][0]["tests"] == ["suites/test_equivalence.py::no_such_test*"]
+
+
+def test_absent_devices_are_skipped_with_the_reason(run_suites):
+    code, output, results = run_suites("suites/test_equivalence.py::test_generate_with_a_static_cache")
+    assert code == 0, output
+    skipped = [t for t in results["tests"] if t["params"]["device"] != "cpu"]
+    assert skipped and all(t["outcome"] == "skipped" and "not available" in t["message"] for t in skipped)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--checkpoint", "/no/such/checkpoint"], "ERROR: checkpoint /no/such/checkpoint is not a directory"),
+        (["--device", "mps"], "ERROR: --device mps was requested but MPS is not available"),
+        (["--expectations-file", "/no/such/file.toml"], "ERROR: /no/such/file.toml: cannot read expectations"),
+    ],
+)
+def test_bad_input_is_one_line_not_a_traceback(run_suites, args, message):
+    code, output, _ = run_suites(*args)
+    assert code == 4 and message in output and "Traceback" not in output, output
