@@ -25,6 +25,13 @@ def test_entries_match_by_node_id_pattern_and_release(tmp_path):
     assert expectations.find([entry], node, Version("4.56.0")) is None
     assert expectations.find([entry], node.replace("float32", "float16"), Version("4.50.0")) is None
     assert expectations.find([entry], "suites/x.py::test_other", Version("4.50.0")) is entry
+    assert expectations.find([entry], "suites/x.py::test_other[float32]", Version("4.50.0")) is None
+
+
+def test_brackets_in_patterns_are_literal(tmp_path):
+    [entry] = expectations.load(write(tmp_path, ENTRY.replace('"*::test_other"', '"*::test_x[*-shorter]"')))
+    assert expectations.find([entry], "suites/t.py::test_x[float32-cpu-shorter]", Version("4.50.0")) is entry
+    assert expectations.find([entry], "suites/t.py::test_x[float32-cpu-longer]", Version("4.50.0")) is None
 
 
 @pytest.mark.parametrize(
