@@ -17,7 +17,7 @@ import time
 
 def timed(command: list[str], env: dict | None = None) -> float:
     started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, env=env)
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     elapsed = time.perf_counter() - started
     if completed.returncode != 0:
         sys.exit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}")

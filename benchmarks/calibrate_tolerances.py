@@ -15,7 +15,7 @@ import torch
 
 from cache_conformance import adapter, checkpoint
 from cache_conformance.compare import Comparison
-from cache_conformance.decoding import chunks_against_recomputation
+from cache_conformance.decoding import chunks_against_recomputation, random_tokens
 from cache_conformance.targets import DTYPES
 from cache_conformance.tolerances import Tolerance
 
@@ -41,10 +41,10 @@ def main() -> None:
             worst = []
             for _ in range(args.schedules):
                 sizes = random_schedule(rng, window)
-                sequence = torch.randint(3, model.config.vocab_size, (1, sum(sizes)), generator=torch.Generator().manual_seed(rng.randrange(2**31)))
+                sequence = random_tokens(model, 1, sum(sizes), torch.Generator().manual_seed(rng.randrange(2**31)))
                 comparison = Comparison(UNBOUNDED)
                 cache = adapter.make_static_cache(model, batch_size=1, capacity=sum(sizes))
-                chunks_against_recomputation(model, cache, sequence.to(args.device), sizes, comparison)
+                chunks_against_recomputation(model, cache, sequence, sizes, comparison)
                 worst.append(comparison.max_abs_diff)
             worst.sort()
             print(f"{dtype_name:9} {attn:6} max {worst[-1]:.3g}  p99 {worst[int(0.99 * (len(worst) - 1))]:.3g}  median {worst[len(worst) // 2]:.3g}", flush=True)

@@ -50,13 +50,28 @@ def release_note() -> str | None:
 
 def load_model(path, *, dtype: torch.dtype, device: str, attn_implementation: str):
     """Load a Gemma 3 text checkpoint through the ordinary from_pretrained path, in eval mode."""
+    model, _ = _from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+    return model.to(device).eval()
+
+
+def weights_not_loaded(path) -> dict[str, list[str]]:
+    """Parameters from_pretrained could not fill from the checkpoint (it would initialise them at random),
+    and checkpoint tensors it did not use: {"missing_keys": [...], ...}, empty lists left out."""
+    _, info = _from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    return {kind: sorted(names) for kind, names in info.items() if kind != "error_msgs" and names}
+
+
+def _from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str):
     dtype_keyword = "dtype" if INSTALLED >= DTYPE_KEYWORD else "torch_dtype"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            path, attn_implementation=attn_implementation, use_safetensors=True, **{dtype_keyword: dtype}
+        return transformers.AutoModelForCausalLM.from_pretrained(
+            path,
+            attn_implementation=attn_implementation,
+            use_safetensors=True,
+            output_loading_info=True,
+            **{dtype_keyword: dtype},
         )
-    return model.to(device).eval()
 
 
 def sliding_layers(config) -> list[bool]:

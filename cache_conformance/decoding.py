@@ -11,6 +11,14 @@ import torch
 from cache_conformance import adapter
 from cache_conformance.compare import Comparison
 
+FIRST_ORDINARY_TOKEN = 3  # 0, 1 and 2 are Gemma's pad, eos and bos
+
+
+def random_tokens(model, batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Ordinary token ids drawn from `generator`, on the model's device."""
+    high = min(model.config.vocab_size, 4096)
+    return torch.randint(FIRST_ORDINARY_TOKEN, high, (batch, length), generator=generator).to(model.device)
+
 
 def positions_from_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """Position ids that skip left padding (what generate() computes), or None for unpadded input."""

@@ -7,8 +7,8 @@ Each patch wraps the static cache's `update` (the adapter names the class), so i
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch

@@ -13,8 +13,13 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
+# No network at run time: set before transformers (imported by the adapter) reads them.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 from cache_conformance import adapter, checkpoint, expectations, faults, results, targets
 from cache_conformance.compare import Comparison
+from cache_conformance.decoding import random_tokens
 from cache_conformance.tolerances import tolerance_for
 
 # Select with --hypothesis-profile. Shrinking a failure costs minutes on this model (up to hypothesis' own
@@ -56,8 +61,6 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     problem = adapter.release_problem()
     if problem:
         raise pytest.UsageError(problem)
@@ -105,7 +108,6 @@ def pytest_configure(config):
         if fault_name:
             info["injected_fault"] = fault_name
         config.pluginmanager.register(ResultsRecorder(config, results.ResultsCollector(info)), "cache-conformance-results")
-
 
 
 def pytest_report_header(config):
@@ -222,21 +224,20 @@ class ResultsRecorder:
 
 # ---- fixtures ----
 
-_MODELS: dict = {}
+@pytest.fixture(scope="session")
+def checkpoint_path(pytestconfig) -> Path:
+    return pytestconfig.stash[CHECKPOINT_KEY]
 
 
 @pytest.fixture(scope="session")
 def model(target, pytestconfig):
-    """The checkpoint loaded once per target, in eval mode. Tests must not modify it."""
-    if target not in _MODELS:
-        _MODELS.clear()  # targets come grouped: keep one model in memory at a time
-        _MODELS[target] = adapter.load_model(
-            pytestconfig.stash[CHECKPOINT_KEY],
-            dtype=target.dtype,
-            device=target.device,
-            attn_implementation=target.attn_implementation,
-        )
-    return _MODELS[target]
+    """The checkpoint loaded once per target (pytest groups tests by target), in eval mode. Never modify it."""
+    return adapter.load_model(
+        pytestconfig.stash[CHECKPOINT_KEY],
+        dtype=target.dtype,
+        device=target.device,
+        attn_implementation=target.attn_implementation,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -260,10 +261,4 @@ def tokens(request, model, target):
     """
     check = dict(request.node.user_properties).get("check", request.node.nodeid)
     generator = torch.Generator().manual_seed(zlib.crc32(check.encode()) ^ request.config.getoption("seed"))
-    first_ordinary_token = 3  # 0, 1, 2 are pad, eos and bos
-    high = min(model.config.vocab_size, 4096)
-
-    def draw(batch: int, length: int) -> torch.Tensor:
-        return torch.randint(first_ordinary_token, high, (batch, length), generator=generator).to(target.device)
-
-    return draw
+    return lambda batch, length: random_tokens(model, batch, length, generator)

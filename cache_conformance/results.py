@@ -22,7 +22,7 @@ import platform
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 FORMAT = 1
@@ -50,7 +50,7 @@ def run_info(root: Path, *, devices: dict[str, str], checkpoint: str, expectatio
         "devices": devices,
         "checkpoint": checkpoint,
         "suite_commit": suite_commit(root),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "expectations": "applied" if expectations_applied else "ignored",
         "command": " ".join(["pytest", *sys.argv[1:]]),
         "tox_env": os.environ.get("TOX_ENV_NAME", ""),

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_conformance import adapter
-from cache_conformance.decoding import chunks_against_recomputation, prefill_and_decode, recompute
+from cache_conformance.decoding import chunks_against_recomputation, prefill_and_decode, random_tokens, recompute
 
 PROMPT_LENGTH_FROM_WINDOW = {"prompt-shorter-than-window": -1, "prompt-equal-to-window": 0, "prompt-longer-than-window": 1}
 
@@ -80,7 +80,6 @@ def test_any_chunk_schedule(model, window, compare, data):
     spare_capacity = data.draw(st.integers(0, window), label="capacity beyond the sequence")
     token_seed = data.draw(st.integers(0, 2**16), label="token seed")
     sizes = [prompt_length, *continuation]
-    generator = torch.Generator().manual_seed(token_seed)
-    sequence = torch.randint(3, min(model.config.vocab_size, 4096), (1, sum(sizes)), generator=generator)
+    sequence = random_tokens(model, 1, sum(sizes), torch.Generator().manual_seed(token_seed))
     cache = adapter.make_static_cache(model, batch_size=1, capacity=sum(sizes) + spare_capacity)
-    chunks_against_recomputation(model, cache, sequence.to(model.device), sizes, compare)
+    chunks_against_recomputation(model, cache, sequence, sizes, compare)

@@ -54,3 +54,15 @@ def test_the_environment_variable_points_at_another_checkpoint(monkeypatch, copy
     monkeypatch.setenv(checkpoint.ENVIRONMENT_VARIABLE, str(copy))
     assert checkpoint.resolve(None) == copy.resolve()
     assert checkpoint.resolve(str(checkpoint.EMBEDDED)) == checkpoint.EMBEDDED
+
+
+def test_a_weight_missing_from_the_checkpoint_is_reported(copy):
+    from safetensors.torch import load_file, save_file
+
+    from cache_conformance import adapter
+
+    weights = load_file(copy / "model.safetensors")
+    del weights["model.layers.3.self_attn.k_norm.weight"]
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    assert adapter.weights_not_loaded(copy) == {"missing_keys": ["model.layers.3.self_attn.k_norm.weight"]}
+    assert adapter.weights_not_loaded(checkpoint.EMBEDDED) == {}

@@ -1,0 +1,12 @@
+"""The checkpoint under test loads completely through from_pretrained on this release.
+
+A release that renamed or dropped a parameter would initialise it at random and every other suite would test
+a different model than the checkpoint: this check says so first.
+"""
+
+from cache_conformance import adapter
+
+
+def test_from_pretrained_loads_every_weight(checkpoint_path):
+    problems = adapter.weights_not_loaded(checkpoint_path)
+    assert not problems, f"from_pretrained({checkpoint_path}) did not load every weight: {problems}"
