@@ -86,8 +86,8 @@ class ResultsCollector:
         outcome, raw = _phase_outcome(report)
         if outcome is None:
             return
-        # The first phase that did not pass decides; a teardown error after a failure keeps the failure.
-        if record["outcome"] == "passed" or outcome == "error" and record["outcome"] == "skipped":
+        # The first phase that did not pass decides (a teardown error after a failure keeps the failure).
+        if record["outcome"] == "passed":
             record["outcome"], record["raw_outcome"] = outcome, raw
             record["message"] = _message(report)
 
