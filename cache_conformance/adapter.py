@@ -125,6 +125,11 @@ def reset(cache) -> None:
     cache.reset()
 
 
+def seq_length(cache) -> int:
+    """The number of tokens the cache reports holding (what generate() and the model read)."""
+    return int(cache.get_seq_length())
+
+
 def layer_storage(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The key and value tensors the cache holds for one layer (its storage, not a copy)."""
     if INSTALLED < CACHE_LAYER_OBJECTS:
@@ -147,6 +152,28 @@ def forward(model, input_ids, *, cache=None, start: int = 0, attention_mask=None
         if INSTALLED < CACHE_POSITION_IGNORED:
             kwargs["cache_position"] = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
     return model(input_ids, **kwargs).logits
+
+
+def own_static_cache_implementation() -> str:
+    """The generate() cache_implementation that makes generate build Gemma 3's static cache itself."""
+    return "hybrid" if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS else "static"
+
+
+@torch.no_grad()
+def generate_with_own_static_cache(model, input_ids, *, max_new_tokens: int):
+    """Greedy generate() with a static cache that generate() builds and sizes (and may keep on the model)."""
+    output = model.generate(
+        input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        cache_implementation=own_static_cache_implementation(),
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_logits=True,
+        pad_token_id=model.config.pad_token_id,
+    )
+    return output.sequences, torch.stack(output.logits, dim=1)
 
 
 @torch.no_grad()

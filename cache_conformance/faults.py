@@ -46,6 +46,27 @@ def _early_eviction(update):
     return patched
 
 
+def _silent_overflow(wrap_around: bool):
+    """A full layer that cannot take the new positions swallows the error: it either writes them over its oldest
+    positions (wrap-around) or drops them, and attention goes on over whatever the buffer holds."""
+
+    def wrap_update(update):
+        @functools.wraps(update)
+        def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+            try:
+                return update(self, key_states, value_states, layer_idx, *args, **kwargs)
+            except (IndexError, RuntimeError):
+                keys, values = adapter.layer_storage(self, layer_idx)
+                if wrap_around:
+                    for stored, new in ((keys, key_states), (values, value_states)):
+                        stored.copy_(torch.cat([stored, new.to(stored.dtype)], dim=2)[:, :, -stored.shape[2] :])
+                return keys, values
+
+        return patched
+
+    return wrap_update
+
+
 CATALOGUE = {
     fault.name: fault
     for fault in (
@@ -60,6 +81,18 @@ CATALOGUE = {
             "a full sliding layer drops its oldest token one step early (the window holds W-1 tokens)",
             "equivalence",
             _early_eviction,
+        ),
+        Fault(
+            "overflow-wraps-around",
+            "a full layer asked for positions past its capacity silently overwrites its oldest positions",
+            "overflow",
+            _silent_overflow(wrap_around=True),
+        ),
+        Fault(
+            "overflow-dropped",
+            "a full layer asked for positions past its capacity silently drops them",
+            "overflow",
+            _silent_overflow(wrap_around=False),
         ),
     )
 }

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
 DEFAULT_EXPECTATIONS = SUITES / "expectations.toml"
 COMPARISON_KEY = pytest.StashKey[Comparison]()
+METRICS_KEY = pytest.StashKey[dict]()
 CHECKPOINT_KEY = pytest.StashKey[Path]()
 DEVICES_KEY = pytest.StashKey[tuple]()
 EXPECTATIONS_KEY = pytest.StashKey[list]()
@@ -164,9 +165,13 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    comparison = item.stash.get(COMPARISON_KEY, None)
-    if comparison is not None and call.when == "call":
-        item.user_properties.append(("metrics", comparison.metrics))
+    if call.when == "call":
+        recorded = dict(item.stash.get(METRICS_KEY, {}))
+        comparison = item.stash.get(COMPARISON_KEY, None)
+        if comparison is not None:
+            recorded |= comparison.metrics
+        if recorded:
+            item.user_properties.append(("metrics", recorded))
     yield
 
 
@@ -251,6 +256,12 @@ def compare(request, target) -> Comparison:
     comparison = Comparison(tolerance_for(target.dtype_name, target.device))
     request.node.stash[COMPARISON_KEY] = comparison
     return comparison
+
+
+@pytest.fixture
+def metrics(request) -> dict:
+    """Figures for the results file: whatever a test puts in this dict is recorded with its outcome."""
+    return request.node.stash.setdefault(METRICS_KEY, {})
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""The equivalence suite fails when the static cache is broken on purpose, and says where and by how much.
+"""Each suite fails when the static cache is broken on purpose, and its message points at the fault.
 
-Runs the float32 eager slice of the suite (the one with the tightest tolerance) under each fault. This needs a
-release whose clean run passes that slice: the `tests` environment installs the newest transformers.
+Runs the float32 eager slice of the suite that must catch each fault (the tightest tolerance), with the shipped
+expectations, on the installed transformers: the `tests` environment installs the newest release, whose clean
+slice must pass.
 """
 
 import re
@@ -10,23 +11,34 @@ import pytest
 
 from cache_conformance import faults
 
-SLICE = ["suites/test_equivalence.py", "--device", "cpu", "-k", "float32-cpu-eager", "--no-expectations"]
-# A failure message names a step or chunk, a position and the size of the difference.
-WHERE_AND_HOW_MUCH = re.compile(r"(decode step \d+|chunk \d+ of \d+|prefill of \d+ tokens|generate\(\)).*max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+")
+SLICES = {
+    suite: [f"suites/test_{suite}.py", "--device", "cpu", "-k", "float32-cpu-eager"]
+    for suite in ("equivalence", "overflow")
+}
+# What a failure message must say: where (step, chunk, position) and how much, or what the call did.
+POINTS_AT_THE_FAULT = {
+    "equivalence": re.compile(
+        r"(decode step \d+|chunk \d+ of \d+|prefill of \d+ tokens|generate\(\)).*"
+        r"max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+"
+    ),
+    "overflow": re.compile(r"the call returned normally: the cache wrapped around, dropped tokens"),
+}
 
 
-def test_the_slice_passes_without_a_fault(run_suites):
-    code, output, results = run_suites(*SLICE)
+@pytest.mark.parametrize("suite", SLICES)
+def test_the_slice_passes_without_a_fault(run_suites, suite):
+    code, output, results = run_suites(*SLICES[suite])
     assert code == 0, output
-    assert results["summary"] == {"passed": 9}
+    assert results["summary"].get("passed", 0) > 0 and "failed" not in results["summary"]
 
 
-@pytest.mark.parametrize("fault", sorted(name for name, f in faults.CATALOGUE.items() if f.caught_by == "equivalence"))
-def test_a_fault_makes_the_suite_fail_with_its_location(run_suites, fault):
-    code, output, results = run_suites(*SLICE, "--inject-fault", fault)
+@pytest.mark.parametrize("fault", sorted(faults.CATALOGUE))
+def test_a_fault_makes_its_suite_fail_with_its_location(run_suites, fault):
+    suite = faults.CATALOGUE[fault].caught_by
+    code, output, results = run_suites(*SLICES[suite], "--inject-fault", fault)
     assert code == 1, output
     assert results["run_info"]["injected_fault"] == fault
     failed = [t for t in results["tests"] if t["outcome"] == "failed"]
     assert failed, output
     for record in failed:
-        assert WHERE_AND_HOW_MUCH.search(record["message"]), record["message"]
+        assert POINTS_AT_THE_FAULT[suite].search(record["message"]), record["message"]

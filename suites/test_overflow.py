@@ -1,0 +1,124 @@
+"""Property 2: asking a static cache for more positions than its capacity raises a clear error and corrupts nothing.
+
+Capacity L = 2W + 4, so it exceeds the sliding window W and only the full-attention layers can overflow. Each
+scenario is graded by four separately reported checks:
+- raises: an exception, not silent wrap-around, truncation or garbage logits;
+- clear: a ValueError (or transformers' own exception) whose message is about the cache and names the
+  capacity and the requested length, not a low-level error from inside the cache or attention;
+- intact: after the failed call, every layer's keys and values and the reported length are unchanged;
+- recoverable: after reset(), the same cache serves a fresh prompt exactly like recomputation.
+No release has a generate() path whose own static cache is sized below what it generates: generate() sizes that
+cache for the request, so that path is checked for never overflowing (test_overflow_never_from_generates_own_cache).
+"""
+
+from dataclasses import dataclass
+
+import pytest
+
+from cache_conformance import adapter, overflow
+from cache_conformance.decoding import chunks_against_recomputation, prefill_and_decode
+
+
+def capacity_for(window: int) -> int:
+    return 2 * window + 4
+
+
+def decode_one_token_past_capacity(model, cache, sequence, capacity, window):
+    adapter.forward(model, sequence[:, :capacity], cache=cache)
+    call = lambda: adapter.forward(model, sequence[:, capacity : capacity + 1], cache=cache, start=capacity)  # noqa: E731
+    return call, {capacity + 1}
+
+
+def prefill_longer_than_capacity(model, cache, sequence, capacity, window):
+    return lambda: adapter.forward(model, sequence[:, : capacity + 1], cache=cache), {capacity + 1}
+
+
+def chunk_crossing_capacity(model, cache, sequence, capacity, window):
+    adapter.forward(model, sequence[:, : capacity - 2], cache=cache)
+    call = lambda: adapter.forward(model, sequence[:, capacity - 2 : capacity + 2], cache=cache, start=capacity - 2)  # noqa: E731
+    return call, {capacity + 2}
+
+
+def generate_into_too_small_a_cache(model, cache, sequence, capacity, window):
+    prompt, new_tokens = sequence[:, :window], capacity - window + 3
+    call = lambda: adapter.generate_with_static_cache(model, prompt, cache=cache, max_new_tokens=new_tokens)  # noqa: E731
+    # The cache needs one position fewer than the final length (the last token is never fed back).
+    return call, {window + new_tokens - 1, window + new_tokens}
+
+
+SCENARIOS = {
+    "decode-one-token-past-capacity": decode_one_token_past_capacity,
+    "prefill-longer-than-capacity": prefill_longer_than_capacity,
+    "chunk-crossing-capacity": chunk_crossing_capacity,
+    "generate-into-too-small-a-cache": generate_into_too_small_a_cache,
+}
+
+
+@dataclass
+class OverflowRun:
+    cache: object
+    capacity: int
+    requested: set[int]
+    result: overflow.Attempt
+
+
+@pytest.fixture(params=SCENARIOS)
+def overflowed(request, model, window, tokens, metrics) -> OverflowRun:
+    capacity = capacity_for(window)
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
+    call, requested = SCENARIOS[request.param](model, cache, tokens(1, capacity + 4), capacity, window)
+    result = overflow.attempt(call, lambda: overflow.cache_state(cache))
+    metrics.update(
+        capacity=capacity,
+        requested=sorted(requested),
+        exception_type=type(result.error).__qualname__ if result.error else None,
+        exception_message=str(result.error)[:500] if result.error else None,
+    )
+    return OverflowRun(cache, capacity, requested, result)
+
+
+def test_overflow_raises(overflowed):
+    failure = overflow.raise_failure(overflowed.result)
+    assert failure is None, failure
+
+
+def test_overflow_error_is_clear(overflowed):
+    failure = overflow.clarity_failure(overflowed.result, capacity=overflowed.capacity, requested=overflowed.requested)
+    assert failure is None, failure
+
+
+def test_overflow_leaves_the_cache_intact(overflowed):
+    failure = overflow.intact_failure(overflowed.result)
+    assert failure is None, failure
+
+
+def test_overflow_cache_is_recoverable_after_reset(overflowed, model, window, tokens, compare):
+    adapter.reset(overflowed.cache)
+    prompt = tokens(1, window + 1)
+    prefill_and_decode(model, overflowed.cache, prompt, overflowed.capacity - prompt.shape[1], compare, label="after reset()")
+
+
+def test_overflow_never_from_sliding_layers(model, window, tokens, compare):
+    """Within capacity the sliding layers run past their window many times: eviction is their job, not an error."""
+    capacity = capacity_for(window)
+    sizes = [window + 2, 1, 3, capacity - window - 6]
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
+    result = overflow.attempt(
+        lambda: chunks_against_recomputation(model, cache, tokens(1, capacity), sizes, compare),
+        lambda: overflow.CacheState({}, 0),
+    )
+    assert result.error is None or isinstance(result.error, AssertionError), (
+        f"feeding chunks {sizes} into a cache of capacity {capacity} (window {window}) raised "
+        f"{overflow.describe(result.error)}"
+    )
+
+
+def test_overflow_never_from_generates_own_cache(model, window, tokens, compare):
+    """generate() sizes its own static cache for each request, also when a longer request follows a shorter one."""
+    prompt = tokens(1, window)
+    adapter.generate_with_own_static_cache(model, prompt, max_new_tokens=2)
+    longer = capacity_for(window) * 2
+    sequences, step_logits = adapter.generate_with_own_static_cache(model, prompt, max_new_tokens=longer)
+    reference = adapter.forward(model, sequences[:, :-1])[:, window - 1 :]
+    positions = list(range(window - 1, sequences.shape[1] - 1))
+    compare.logits_close(step_logits, reference, where=f"second generate() of {longer} tokens", positions=positions)
