@@ -7,8 +7,8 @@ snapshots of cache state, so the project's own tests can check them on stand-in 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -23,25 +23,40 @@ def capacity_for(window: int) -> int:
     return 2 * window + 4
 
 
+# Each scenario fills the cache as far as it needs, then returns the overflowing call and the lengths it asks for.
+
+
 def decode_one_token_past_capacity(model, cache, sequence, capacity, window):
     adapter.forward(model, sequence[:, :capacity], cache=cache)
-    call = lambda: adapter.forward(model, sequence[:, capacity : capacity + 1], cache=cache, start=capacity)  # noqa: E731
+
+    def call():
+        adapter.forward(model, sequence[:, capacity : capacity + 1], cache=cache, start=capacity)
+
     return call, {capacity + 1}
 
 
 def prefill_longer_than_capacity(model, cache, sequence, capacity, window):
-    return lambda: adapter.forward(model, sequence[:, : capacity + 1], cache=cache), {capacity + 1}
+    def call():
+        adapter.forward(model, sequence[:, : capacity + 1], cache=cache)
+
+    return call, {capacity + 1}
 
 
 def chunk_crossing_capacity(model, cache, sequence, capacity, window):
     adapter.forward(model, sequence[:, : capacity - 2], cache=cache)
-    call = lambda: adapter.forward(model, sequence[:, capacity - 2 : capacity + 2], cache=cache, start=capacity - 2)  # noqa: E731
+
+    def call():
+        adapter.forward(model, sequence[:, capacity - 2 : capacity + 2], cache=cache, start=capacity - 2)
+
     return call, {capacity + 2}
 
 
 def generate_into_too_small_a_cache(model, cache, sequence, capacity, window):
     prompt, new_tokens = sequence[:, :window], capacity - window + 3
-    call = lambda: adapter.generate_with_static_cache(model, prompt, cache=cache, max_new_tokens=new_tokens)  # noqa: E731
+
+    def call():
+        adapter.generate_with_static_cache(model, prompt, cache=cache, max_new_tokens=new_tokens)
+
     # The cache needs one position fewer than the final length (the last token is never fed back).
     return call, {window + new_tokens - 1, window + new_tokens}
 
