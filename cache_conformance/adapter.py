@@ -155,44 +155,36 @@ def own_static_cache_implementation() -> str:
     return "hybrid" if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS else "static"
 
 
-@torch.no_grad()
 def generate_with_own_static_cache(model, input_ids, *, max_new_tokens: int):
     """Greedy generate() with a static cache that generate() builds and sizes (and may keep on the model)."""
-    output = model.generate(
-        input_ids,
-        attention_mask=torch.ones_like(input_ids),
-        cache_implementation=own_static_cache_implementation(),
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens,
-        do_sample=False,
-        return_dict_in_generate=True,
-        output_logits=True,
-        pad_token_id=model.config.pad_token_id,
-    )
-    return output.sequences, torch.stack(output.logits, dim=1)
+    return _greedy_generate(model, input_ids, max_new_tokens, cache_implementation=own_static_cache_implementation())
 
 
-@torch.no_grad()
 def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, attention_mask=None):
     """Greedy generate() into a user-supplied static cache; returns (sequences, logits of each new step)."""
-    extra = {}
+    cache_arguments = {"past_key_values": cache}
     if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
         # Gemma 3's config sets cache_implementation="hybrid" and generate() refuses a user cache while it is set
         # ("Passing both `cache_implementation` ... and `past_key_values`"); a generation config without it, used
         # as given rather than refilled from the model's defaults, is how a user passes their own cache.
         generation_config = copy.deepcopy(model.generation_config)
         generation_config.cache_implementation = None
-        extra = {"generation_config": generation_config, "use_model_defaults": False}
+        cache_arguments |= {"generation_config": generation_config, "use_model_defaults": False}
+    return _greedy_generate(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
+
+
+@torch.no_grad()
+def _greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
+    """Exactly `max_new_tokens` greedy tokens; returns (sequences, raw logits of each new step)."""
     output = model.generate(
         input_ids,
         attention_mask=attention_mask if attention_mask is not None else torch.ones_like(input_ids),
-        past_key_values=cache,
         max_new_tokens=max_new_tokens,
         min_new_tokens=max_new_tokens,
         do_sample=False,
         return_dict_in_generate=True,
         output_logits=True,
         pad_token_id=model.config.pad_token_id,
-        **extra,
+        **cache_arguments,
     )
     return output.sequences, torch.stack(output.logits, dim=1)
