@@ -17,7 +17,7 @@ def run_suites(tmp_path):
         results_file = tmp_path / results_name
         completed = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
-             "--results-file", str(results_file), *args],
+             f"--results-file={results_file}", *args],
             cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONHASHSEED": "0"}, check=False,
         )
         output = completed.stdout + completed.stderr

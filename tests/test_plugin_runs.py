@@ -32,7 +32,7 @@ def test_a_clean_run_records_run_info_params_and_metrics(run_suites):
 
 def test_an_expected_failure_that_passes_turns_the_run_red(run_suites, tmp_path):
     path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*")
-    code, output, results = run_suites(*ONE_CHECK, "--expectations-file", str(path))
+    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}")
     assert code == 1 and "XPASS(strict)" in output
     [record] = results["tests"]
     assert (record["outcome"], record["raw_outcome"], record["expected"]) == ("failed", "passed", "fail")
@@ -41,12 +41,12 @@ def test_an_expected_failure_that_passes_turns_the_run_red(run_suites, tmp_path)
 
 def test_an_expected_failure_that_fails_is_green_and_keeps_the_raw_outcome(run_suites, tmp_path):
     path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*")
-    code, output, results = run_suites(*ONE_CHECK, "--expectations-file", str(path), "--inject-fault", "early-eviction")
+    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "--inject-fault", "early-eviction")
     assert code == 0, output
     [record] = results["tests"]
     assert (record["outcome"], record["raw_outcome"]) == ("xfailed", "failed")
     assert "max abs diff" in record["message"]
-    code, output, results = run_suites(*ONE_CHECK, "--expectations-file", str(path), "--inject-fault",
+    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "--inject-fault",
                                        "early-eviction", "--no-expectations")
     assert code == 1 and results["tests"][0]["outcome"] == "failed" and results["run_info"]["expectations"] == "ignored"
 
@@ -54,7 +54,7 @@ def test_an_expected_failure_that_fails_is_green_and_keeps_the_raw_outcome(run_s
 def test_an_entry_that_matches_nothing_is_reported(run_suites, tmp_path):
     path = expectation_file(tmp_path, "suites/test_equivalence.py::no_such_test*")
     code, output, results = run_suites("suites/test_equivalence.py::test_generate_with_a_static_cache",
-                                       "--device", "cpu", "--expectations-file", str(path))
+                                       "--device", "cpu", f"--expectations-file={path}")
     assert code == 0, output
     assert "WARNING: expectation matches no test that ran: tests=['suites/test_equivalence.py::no_such_test*']" in output
     assert results["run_info"]["unused_expectations"][0]["tests"] == ["suites/test_equivalence.py::no_such_test*"]
@@ -70,11 +70,23 @@ def test_absent_devices_are_skipped_with_the_reason(run_suites):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--checkpoint", "/no/such/checkpoint"], "ERROR: checkpoint /no/such/checkpoint is not a directory"),
+        (["--checkpoint=/no/such/checkpoint"], "ERROR: checkpoint /no/such/checkpoint is not a directory"),
         (["--device", "mps"], "ERROR: --device mps was requested but MPS is not available"),
-        (["--expectations-file", "/no/such/file.toml"], "ERROR: /no/such/file.toml: cannot read expectations"),
+        (["--expectations-file=/no/such/file.toml"], "ERROR: /no/such/file.toml: cannot read expectations"),
     ],
 )
 def test_bad_input_is_one_line_not_a_traceback(run_suites, args, message):
     code, output, _ = run_suites(*args)
     assert code == 4 and message in output and "Traceback" not in output, output
+
+
+def test_another_checkpoint_folder_is_used_when_given(run_suites, tmp_path):
+    import shutil
+
+    from cache_conformance.checkpoint import EMBEDDED
+
+    local = tmp_path / "local-gemma3"
+    shutil.copytree(EMBEDDED, local)
+    code, output, results = run_suites(*ONE_CHECK, f"--checkpoint={local}")
+    assert code == 0, output
+    assert results["run_info"]["checkpoint"].startswith(f"{local} (local checkpoint")
