@@ -78,3 +78,13 @@ def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: C
         compare.logits_close(logits, reference[:, start:end], where=where, positions=list(range(start, end)))
         compare.greedy_tokens_match(logits.argmax(-1), reference[:, start:end], where=where, positions=list(range(start, end)))
         start = end
+
+
+def generation_against_recomputation(model, prompt_length: int, sequences, step_logits, compare: Comparison, *, where: str):
+    """Compare generate()'s per-step logits (and, where the tolerance demands it, its greedy tokens) with
+    recomputation over the generated sequence."""
+    first = prompt_length - 1  # the logits at the prompt's last position choose the first new token
+    reference = recompute(model, sequences[:, :-1])[:, first:]
+    positions = list(range(first, sequences.shape[1] - 1))
+    compare.logits_close(step_logits, reference, where=where, positions=positions)
+    compare.greedy_tokens_match(sequences[:, first + 1 :], reference, where=where, positions=positions)

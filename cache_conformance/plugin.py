@@ -265,7 +265,7 @@ def metrics(request) -> dict:
 
 
 @pytest.fixture
-def tokens(request, model, target):
+def tokens(request, model):
     """tokens(batch, length) -> random token ids on the target device, reproducible per test and --seed.
 
     The seed depends on the test's check name, not on the target, so every dtype and device sees the same tokens.

@@ -11,7 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_conformance import adapter
-from cache_conformance.decoding import chunks_against_recomputation, prefill_and_decode, random_tokens, recompute
+from cache_conformance.decoding import (
+    chunks_against_recomputation,
+    generation_against_recomputation,
+    prefill_and_decode,
+    random_tokens,
+)
 
 PROMPT_LENGTH_FROM_WINDOW = {"prompt-shorter-than-window": -1, "prompt-equal-to-window": 0, "prompt-longer-than-window": 1}
 
@@ -56,11 +61,9 @@ def test_generate_with_a_static_cache(model, window, tokens, compare):
     new_tokens = window + 4
     cache = adapter.make_static_cache(model, batch_size=1, capacity=prompt.shape[1] + new_tokens)
     sequences, step_logits = adapter.generate_with_static_cache(model, prompt, cache=cache, max_new_tokens=new_tokens)
-    first = prompt.shape[1] - 1  # the logits at the prompt's last position choose the first new token
-    reference = recompute(model, sequences[:, :-1])[:, first:]
-    positions = list(range(first, sequences.shape[1] - 1))
-    compare.logits_close(step_logits, reference, where=f"generate() of {new_tokens} tokens", positions=positions)
-    compare.greedy_tokens_match(sequences[:, first + 1 :], reference, where="generate()", positions=positions)
+    generation_against_recomputation(
+        model, prompt.shape[1], sequences, step_logits, compare, where=f"generate() of {new_tokens} tokens"
+    )
 
 
 def test_cache_reuse_after_reset(model, window, tokens, compare):
