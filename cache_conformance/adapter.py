@@ -18,6 +18,7 @@ FIRST_SUPPORTED = Version("4.50")  # Gemma 3 appeared in 4.50.0
 NEWEST_CHECKED = Version("5.23")
 
 # 4.50-4.55: HybridCache; from 4.56 StaticCache builds sliding layers itself (HybridCache is a deprecated alias).
+# From 4.56 too, DynamicCache takes the config and gives sliding layers a trimmed (windowed) layer.
 STATIC_CACHE_WITH_SLIDING_LAYERS = Version("4.56")
 # Before 4.54 the cache keeps parallel lists `key_cache[i]` / `value_cache[i]`; from 4.54 `layers[i].keys`.
 CACHE_LAYER_OBJECTS = Version("4.54")
@@ -95,6 +96,14 @@ def make_static_cache(model, *, batch_size: int, capacity: int):
         device=model.device,
     )
     return cache
+
+
+def make_dynamic_cache(model):
+    """The growing cache a model builds when given none: sliding layers trimmed to the window where the release
+    does that (from 4.56), otherwise every layer keeps every position."""
+    if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
+        return transformers.DynamicCache()
+    return transformers.DynamicCache(config=model.config)
 
 
 def static_cache_class():

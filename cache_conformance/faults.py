@@ -1,7 +1,8 @@
 """Deliberate cache bugs, patched into the installed transformers for one pytest run (`--inject-fault NAME`).
 
 They prove the suites can fail: a run under a fault must turn red with a message that points at the fault.
-Each patch wraps the static cache's `update` (the adapter names the class), so it works on every release.
+Most patches wrap the static cache's `update` (the adapter names the class), so they work on every release;
+a fault may patch anything else in the installed transformers through the adapter.
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ class Fault:
     name: str
     description: str
     caught_by: str  # the property (suite) that must fail under this fault
-    wrap_update: Callable  # (original update) -> patched update
+    patch: Callable[[pytest.MonkeyPatch], None]  # applies the fault; the monkeypatch undoes it
+
+
+def cache_update_wrapped_by(wrap_update: Callable) -> Callable[[pytest.MonkeyPatch], None]:
+    """A patch that replaces the static cache's `update` with `wrap_update(original update)`."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        cache_class = adapter.static_cache_class()
+        monkeypatch.setattr(cache_class, "update", wrap_update(cache_class.update))
+
+    return patch
 
 
 def _reduced_precision_keys(update):
@@ -74,25 +85,25 @@ CATALOGUE = {
             "reduced-precision-keys",
             "the cache stores keys rounded to bfloat16, whatever the model's dtype",
             "equivalence",
-            _reduced_precision_keys,
+            cache_update_wrapped_by(_reduced_precision_keys),
         ),
         Fault(
             "early-eviction",
             "a full sliding layer drops its oldest token one step early (the window holds W-1 tokens)",
             "equivalence",
-            _early_eviction,
+            cache_update_wrapped_by(_early_eviction),
         ),
         Fault(
             "overflow-wraps-around",
             "a full layer asked for positions past its capacity silently overwrites its oldest positions",
             "overflow",
-            _silent_overflow(wrap_around=True),
+            cache_update_wrapped_by(_silent_overflow(wrap_around=True)),
         ),
         Fault(
             "overflow-dropped",
             "a full layer asked for positions past its capacity silently drops them",
             "overflow",
-            _silent_overflow(wrap_around=False),
+            cache_update_wrapped_by(_silent_overflow(wrap_around=False)),
         ),
     )
 }
@@ -100,6 +111,5 @@ CATALOGUE = {
 
 def apply(name: str, monkeypatch: pytest.MonkeyPatch) -> Fault:
     fault = CATALOGUE[name]
-    cache_class = adapter.static_cache_class()
-    monkeypatch.setattr(cache_class, "update", fault.wrap_update(cache_class.update))
+    fault.patch(monkeypatch)
     return fault
