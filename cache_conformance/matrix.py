@@ -1,0 +1,236 @@
+"""Run the suites on a set of transformers releases, two at a time, and collect their results files.
+
+    python -m cache_conformance.matrix [--releases 4.50 4.56 5.0 latest] [--jobs 2] [-- extra pytest arguments]
+
+Each release runs in its tox environment `py311-transformers-<release>` (created on first use, reused after).
+Default releases: every `py311-transformers-*` environment that `tox -l` lists (each minor from 4.50 to the
+newest, then `latest`). A release whose environment fails to install, or whose run crashes or times out, does
+not stop the others: it gets a stand-in results file, reports/results/transformers-<requested>.json =
+    {"format": 1, "run_info": {"transformers": "<requested>", "crashed": "<one-line reason>", "tox_env": ...,
+     "started": ..., "command": ..., "log": ...}, "summary": {}, "tests": []}
+so that its column in the report says so. A completed run's file is reports/results/transformers-<installed
+version>.json, as after a plain `tox -e`. Every run's output goes to reports/logs/<tox env>.log.
+
+Threads: with --jobs 2 on 2 cores each run uses one process (`-n 0`) with one torch thread (OMP_NUM_THREADS);
+with --jobs 1 the run keeps tox's `-n auto` (one xdist worker per core). See the README, "Report".
+
+Exit status: 0 when every release ran and met its expectations, 1 when any failed or crashed, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "py311-transformers-"
+
+
+@dataclass
+class Job:
+    release: str
+    state: str = "waiting"  # waiting, running, passed, failed, crashed
+    started: float = 0.0
+    finished: float = 0.0
+    version: str = ""
+    detail: str = ""  # failure counts or the crash reason
+    results_file: Path | None = None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.release
+
+
+@dataclass
+class Settings:
+    results: Path
+    logs: Path
+    jobs: int
+    timeout_s: float
+    pytest_args: list[str] = field(default_factory=list)
+
+
+def tox_releases() -> list[str]:
+    """The releases that tox.ini has an environment for, in its order."""
+    listed = subprocess.run(["tox", "-l"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return [env.removeprefix(ENV_PREFIX) for env in listed if env.startswith(ENV_PREFIX)]
+
+
+def thread_settings(jobs: int, cores: int) -> tuple[list[str], dict[str, str]]:
+    """pytest arguments and environment that split the cores between `jobs` parallel runs."""
+    if jobs == 1:
+        return [], {}  # tox's own `-n auto`: one xdist worker, one thread each, per core
+    threads = str(max(1, cores // jobs))
+    return ["-n", "0"], {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def run_release(job: Job, settings: Settings) -> None:
+    """Run one release's suites in its tox environment; never raises for a failed install or run."""
+    job.state, job.started = "running", time.monotonic()
+    partial = settings.results / ".matrix" / f"{job.env}.json"
+    partial.unlink(missing_ok=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    log = settings.logs / f"{job.env}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    xdist_args, thread_env = thread_settings(settings.jobs, os.cpu_count() or 1)
+    command = ["tox", "run", "-e", job.env, "--", *xdist_args, f"--results-file={partial}", *settings.pytest_args]
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    with log.open("w") as out:
+        out.write("$ " + " ".join(command) + "\n")
+        out.flush()
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                   env=os.environ | thread_env, start_new_session=True)
+        try:
+            code = process.wait(timeout=settings.timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # tox, pytest and its workers
+            process.wait()
+            code = None
+    job.finished = time.monotonic()
+
+    if code in (0, 1) and partial.exists():
+        # pytest's 1 means unexpected failures; the results file holds them.
+        info = json.loads(partial.read_text())
+        job.version = info["run_info"]["transformers"]
+        job.results_file = settings.results / f"transformers-{job.version}.json"
+        partial.replace(job.results_file)
+        (settings.results / f"transformers-{job.release}.json").unlink(missing_ok=True)  # an older stand-in
+        failures = {k: v for k, v in info["summary"].items() if k in ("failed", "error")}
+        job.state = "failed" if failures else "passed"
+        job.detail = ", ".join(f"{v} {k}" for k, v in failures.items())
+        return
+
+    reason = f"timed out after {settings.timeout_s:.0f} s" if code is None else crash_reason(log, code)
+    job.state, job.detail = "crashed", reason
+    job.results_file = write_stand_in(settings.results, job.release, reason, env=job.env, started=started_at,
+                                      command=" ".join(command), log=log)
+    partial.unlink(missing_ok=True)
+
+
+def write_stand_in(folder: Path, release: str, reason: str, *, env: str, started: str, command: str,
+                   log: Path) -> Path:
+    """The results file of a release that has no results, so that the report's column says why."""
+    stand_in = {
+        "format": 1,
+        "run_info": {"transformers": release, "crashed": reason, "tox_env": env, "started": started,
+                     "command": command, "log": str(log)},
+        "summary": {},
+        "tests": [],
+    }
+    path = folder / f"transformers-{release}.json"
+    path.write_text(json.dumps(stand_in, indent=1) + "\n")
+    return path
+
+
+def crash_reason(log: Path, code: int) -> str:
+    """One line saying why a run produced no results: the first line of its log that names an error (the cause,
+    e.g. uv's "× No solution found ..."; tox's own "FAIL code 1" follows it), else the last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()[1:] if line.strip()]
+    telling = [line for line in lines if re.search(r"^×|error|Traceback|Killed", line, re.IGNORECASE)]
+    line = telling[0] if telling else (lines or ["no output"])[-1]
+    return f"exit code {code}: {line[:300]}"
+
+
+def progress_line(jobs: list[Job], started: float) -> str:
+    done = [j for j in jobs if j.state in ("passed", "failed", "crashed")]
+    running = [j for j in jobs if j.state == "running"]
+    now = time.monotonic()
+    problems = [f"{j.release} {j.detail}" if j.state == "failed" else f"{j.release} crashed"
+                for j in done if j.state != "passed"]
+    return (f"[{len(done)}/{len(jobs)} done, {len(jobs) - len(done) - len(running)} waiting] "
+            f"{elapsed(now - started)} elapsed | running: "
+            + (", ".join(f"{j.release} ({elapsed(now - j.started)})" for j in running) or "-")
+            + " | failures: " + ("; ".join(problems) or "none"))
+
+
+def elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def run_matrix(releases: list[str], settings: Settings) -> list[Job]:
+    jobs = [Job(release) for release in releases]
+    queue = list(jobs)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                job = queue.pop(0)
+            run_release(job, settings)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(settings.jobs)]
+    for thread in threads:
+        thread.start()
+    interactive = sys.stdout.isatty()
+    last = ""
+    while any(thread.is_alive() for thread in threads):
+        line = progress_line(jobs, started)
+        if interactive:
+            print("\r\033[K" + line, end="", flush=True)
+        elif line.split("]")[0] != last.split("]")[0] or line.split("failures:")[1] != last.split("failures:")[1]:
+            print(line, flush=True)  # in a log (CI), one line per change of state
+        last = line
+        time.sleep(1)
+    print(("\r\033[K" if interactive else "") + progress_line(jobs, started))
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cache_conformance.matrix",
+        description="Run the conformance suites on several transformers releases and collect the results files.",
+        epilog="Arguments after -- go to pytest in every release, e.g. -- -k equivalence.",
+    )
+    parser.add_argument("--releases", nargs="+", metavar="RELEASE",
+                        help="minor releases (4.50, 5.0) or latest; default: every tox environment")
+    parser.add_argument("--jobs", type=int, default=2, help="releases run at the same time (default 2)")
+    parser.add_argument("--results", type=Path, default=ROOT / "reports" / "results",
+                        help="folder of the results files (default reports/results)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds one release may take (default 1800)")
+    argv = sys.argv[1:] if argv is None else argv
+    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+
+    if args.jobs < 1:
+        parser.exit(2, "error: --jobs must be at least 1\n")
+    try:
+        known = tox_releases()
+    except (OSError, subprocess.CalledProcessError) as error:
+        parser.exit(2, f"error: cannot list the tox environments (is tox installed?): {error}\n")
+    releases = args.releases or known
+    unknown = [r for r in releases if r not in known]
+    if unknown:
+        parser.exit(2, f"error: no tox environment for {', '.join(unknown)}; known: {' '.join(known)}\n")
+
+    settings = Settings(results=args.results.resolve(), logs=ROOT / "reports" / "logs", jobs=args.jobs,
+                        timeout_s=args.timeout, pytest_args=pytest_args)
+    print(f"running {len(releases)} releases, {args.jobs} at a time: {' '.join(releases)}")
+    started = time.monotonic()
+    jobs = run_matrix(list(dict.fromkeys(releases)), settings)
+    total = time.monotonic() - started
+
+    print(f"\n{'release':<10} {'version':<10} {'state':<8} {'time':>7}  details / results file")
+    for job in jobs:
+        print(f"{job.release:<10} {job.version or '-':<10} {job.state:<8} {elapsed(job.finished - job.started):>7}"
+              f"  {job.detail + '; ' if job.detail else ''}{job.results_file}")
+    print(f"total wall time {elapsed(total)} ({total:.1f} s); logs in {settings.logs}")
+    print(f"results in {settings.results}; build the report with: tox -e report")
+    return 0 if all(job.state == "passed" for job in jobs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Reading the results files of a folder into runs; a bad file or entry becomes one line of error, not a stop."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+OUTCOMES = {"passed", "failed", "error", "skipped", "xfailed"}
+# The fields the report needs from every test record (results.py writes more).
+TEST_FIELDS = {"id": str, "check": str, "suite": str, "params": dict, "outcome": str}
+
+
+class MalformedResults(ValueError):
+    """A results file, or one entry of it, that the report cannot use; the message is one line."""
+
+
+@dataclass
+class Run:
+    """One results file: a transformers release (or a stand-in for one that failed to install or crashed)."""
+
+    path: Path
+    release: str  # the installed transformers version; the requested release for a stand-in
+    info: dict
+    tests: dict[tuple[str, str], dict] = field(default_factory=dict)  # (check, target id) -> test record
+    crashed: str | None = None  # why the release has no results
+    selftest: dict | None = None  # reports/results/selftest-transformers-<version>.json, when present
+
+    @property
+    def sort_key(self) -> tuple:
+        try:
+            return (0, Version(self.release), self.release)
+        except InvalidVersion:  # "latest" of a stand-in: after every numbered release
+            return (1, Version("0"), self.release)
+
+
+def target_id(params: dict) -> str:
+    """dtype-device-attn, as in the node ids; "" for a check that runs once, on no target."""
+    return "-".join(str(params[k]) for k in ("dtype", "device", "attn") if k in params)
+
+
+def load_results(folder: Path) -> tuple[list[Run], list[str]]:
+    """Every results file in `folder`, in release order, and one error line per file or entry left out."""
+    runs: dict[str, Run] = {}
+    errors: list[str] = []
+    selftests = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            data = _read(path)
+            if data.get("kind") == "selftest":
+                selftests.append(_selftest(path, data))
+                continue
+            run, entry_errors = _run(path, data)
+        except MalformedResults as error:
+            errors.append(str(error))
+            continue
+        errors += entry_errors
+        if run.release in runs:
+            _merge(runs[run.release], run)
+        else:
+            runs[run.release] = run
+    for selftest in selftests:
+        version = selftest["transformers"]
+        run = runs.setdefault(version, Run(path=selftest["path"], release=version, info={"transformers": version}))
+        run.selftest = selftest
+    return sorted(runs.values(), key=lambda r: r.sort_key), errors
+
+
+def _merge(run: Run, other: Run) -> None:
+    """One release's runs on different devices (e.g. transformers-5.0.0-cuda.json): a test that ran wins over
+    the same test skipped for want of its device."""
+    for key, record in other.tests.items():
+        if key not in run.tests or run.tests[key]["outcome"] == "skipped":
+            run.tests[key] = record
+    run.info.setdefault("merged_from", [run.path.name]).append(other.path.name)
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise MalformedResults(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise MalformedResults(f"{path}: cannot read it ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != 1:
+        raise MalformedResults(f"{path}: not a results file of format 1 (no \"format\": 1 at the top level)")
+    return data
+
+
+def _run(path: Path, data: dict) -> tuple[Run, list[str]]:
+    info = data.get("run_info")
+    if not isinstance(info, dict) or not isinstance(info.get("transformers"), str):
+        raise MalformedResults(f"{path}: run_info.transformers is missing")
+    if not isinstance(data.get("tests"), list):
+        raise MalformedResults(f"{path}: \"tests\" is not a list")
+    run = Run(path=path, release=info["transformers"], info=info, crashed=info.get("crashed"))
+    errors = []
+    for index, record in enumerate(data["tests"]):
+        problem = _test_problem(record)
+        if problem:
+            name = record.get("id") if isinstance(record, dict) else None
+            errors.append(f"{path}: tests[{index}]{f' ({name})' if name else ''} left out: {problem}")
+            continue
+        run.tests[(record["check"], target_id(record["params"]))] = record
+    return run, errors
+
+
+def _test_problem(record) -> str:
+    if not isinstance(record, dict):
+        return "not an object"
+    for key, kind in TEST_FIELDS.items():
+        if not isinstance(record.get(key), kind):
+            return f"{key!r} is missing or not a {kind.__name__}"
+    if record["outcome"] not in OUTCOMES:
+        return f"unknown outcome {record['outcome']!r} (known: {', '.join(sorted(OUTCOMES))})"
+    if not isinstance(record.get("metrics", {}), dict):
+        return "'metrics' is not an object"
+    return ""
+
+
+def _selftest(path: Path, data: dict) -> dict:
+    faults = data.get("faults")
+    if not isinstance(data.get("transformers"), str) or not isinstance(faults, list):
+        raise MalformedResults(f"{path}: a selftest file needs \"transformers\" and a list of \"faults\"")
+    for index, fault in enumerate(faults):
+        if not isinstance(fault, dict) or not isinstance(fault.get("name"), str) or "caught" not in fault:
+            raise MalformedResults(f"{path}: faults[{index}] needs a \"name\" and \"caught\"")
+    caught = sum(bool(f["caught"]) for f in faults)
+    return {"path": path, "transformers": data["transformers"], "faults": faults,
+            "detected": data.get("detected", caught), "total": data.get("total", len(faults))}

@@ -1,0 +1,181 @@
+"""The compatibility report and the matrix runner's results files, on hand-made results in tests/data/report:
+4.50.3 (known upstream failures), 4.57.1 (fixed), 5.0.0 (a regression on eager attention and a growing static
+cache), and a stand-in for `latest` that failed to install; a self-test file for 5.0.0."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cache_conformance import matrix
+from cache_conformance.report import changes, direction, load_results, main, page
+from cache_conformance.report.changes import outcome
+
+FIXTURES = Path(__file__).resolve().parent / "data" / "report"
+EVICT = "suites/test_equivalence.py::test_prefill_then_decode_across_the_window[prompt-equal-to-window]"
+MEMORY = "suites/test_memory.py::test_static_cache_memory_stays_flat"
+
+
+@pytest.fixture(scope="module")
+def runs():
+    loaded, errors = load_results(FIXTURES)
+    assert errors == []
+    return {run.release: run for run in loaded}
+
+
+def test_runs_are_in_release_order_with_the_stand_in_last_and_the_selftest_attached():
+    loaded, _ = load_results(FIXTURES)
+    assert [run.release for run in loaded] == ["4.50.3", "4.57.1", "5.0.0", "latest"]
+    assert loaded[-1].crashed.startswith("exit code 1: py311-transformers-latest: failed with could not install")
+    assert (loaded[2].selftest["detected"], loaded[2].selftest["total"]) == (1, 2)
+    assert loaded[0].selftest is None
+
+
+def test_changes_lists_every_flipped_check_and_target(runs):
+    found = {(c.check, c.params["attn"], c.params["dtype"], c.old_outcome, c.new_outcome)
+             for c in changes(runs["4.57.1"], runs["5.0.0"])}
+    assert found == {
+        (EVICT, "eager", "float32", "passed", "failed"),
+        (EVICT, "eager", "bfloat16", "passed", "failed"),
+        (MEMORY, "eager", "float32", "passed", "failed"),
+        (MEMORY, "sdpa", "float32", "passed", "failed"),
+        (MEMORY, "eager", "bfloat16", "passed", "failed"),
+    }
+    assert all(direction(c.old_outcome, c.new_outcome) == "newly failing" for c in changes(runs["4.57.1"], runs["5.0.0"]))
+
+
+def test_fixed_upstream_problems_show_as_newly_passing(runs):
+    flipped = changes(runs["4.50.3"], runs["4.57.1"])
+    assert {direction(c.old_outcome, c.new_outcome) for c in flipped} == {"newly passing"}
+    assert {c.check for c in flipped} == {
+        EVICT, "suites/test_equivalence.py::test_chunked_prefill_and_multi_token_continuation[onto-a-full-window]"}
+
+
+def test_a_crashed_release_changes_every_test_to_crashed(runs):
+    flipped = changes(runs["5.0.0"], runs["latest"])
+    assert len(flipped) == len(runs["5.0.0"].tests)
+    assert {c.new_outcome for c in flipped} == {"crashed"}
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("passed", "failed", "newly failing"),
+    ("passed", "xfailed", "newly failing"),  # a known problem still means the property does not hold
+    ("xfailed", "passed", "newly passing"),
+    ("xfailed", "xpassed", "newly passing"),
+    ("error", "passed", "newly passing"),
+    ("skipped", "passed", "other"),
+    ("passed", "not run", "other"),
+    ("xfailed", "failed", "other"),
+])
+def test_direction(old, new, expected):
+    assert direction(old, new) == expected
+
+
+def test_a_strict_unexpected_pass_is_told_apart_from_a_failure():
+    assert outcome({"outcome": "failed", "raw_outcome": "passed"}) == "xpassed"
+    assert outcome({"outcome": "failed", "raw_outcome": "failed"}) == "failed"
+
+
+def test_a_cell_shows_the_worst_outcome_and_how_many_targets_have_it(runs):
+    columns = [page.column(n, run) for n, run in enumerate(runs.values())]
+    regression = page.cell(columns[2], EVICT, page.ALL)
+    assert (regression["outcome"], regression["count"]) == ("failed", "2/3")
+    assert page.cell(columns[2], EVICT, "float32-cpu-sdpa")["outcome"] == "passed"
+    assert page.cell(columns[3], EVICT, page.ALL)["outcome"] == "crashed"
+    assert page.cell(columns[0], "suites/test_new.py::test_later", page.ALL)["outcome"] == "not run"
+
+
+def test_what_changed_skips_a_crashed_release_when_comparing(runs):
+    columns = [page.column(n, run) for n, run in enumerate(runs.values())]
+    changed = {entry["col"]["release"]: entry for entry in page.what_changed(columns)}
+    assert changed["latest"]["crashed"]
+    regressions = changed["5.0.0"]["kinds"]["newly failing"]
+    assert changed["5.0.0"]["previous"]["release"] == "4.57.1"
+    assert {(c["check"], tuple(c["targets"])) for c in regressions} == {
+        (EVICT, ("float32-cpu-eager", "bfloat16-cpu-eager")),
+        (MEMORY, ("float32-cpu-eager", "float32-cpu-sdpa", "bfloat16-cpu-eager")),
+    }
+
+
+def test_drift_is_the_largest_snapshot_difference_per_release_and_dtype(runs):
+    columns = [page.column(n, run) for n, run in enumerate(runs.values())]
+    table = page.drift(columns)["table"]
+    assert table == {"float32": [0.0, 1e-6, 2e-6, None], "bfloat16": [0.0, 0.01, 0.03, None]}
+
+
+def test_page_escapes_upstream_messages_and_draws_series(tmp_path):
+    assert main(["--results", str(FIXTURES), "--output", str(tmp_path)]) == 0
+    html = (tmp_path / "index.html").read_text()
+    assert "&lt;script&gt;alert(&#34;upstream&#34;)&lt;/script&gt; &amp; more" in html
+    assert '<script>alert("upstream")' not in html
+    assert html.count("<polyline") >= 2 * 3 * 2, "static and dynamic series, 3 targets of 2 releases at least"
+    assert "1 KiB per step against detection threshold 512 B per step" in html
+    assert (tmp_path / "assets" / "report.css").exists() and (tmp_path / "assets" / "report.js").exists()
+
+
+def test_malformed_results_give_one_line_each_naming_the_file_and_the_rest_is_built(tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURES, results)
+    broken_entry = results / "transformers-5.0.0.json"
+    data = json.loads(broken_entry.read_text())
+    del data["tests"][0]["outcome"]
+    broken_entry.write_text(json.dumps(data))
+    (results / "transformers-5.1.0.json").write_text('{"format": 1, "run_info": {"transformers": "5.1.0"}, "tests": [')
+
+    assert main(["--results", str(results), "--output", str(tmp_path / "site")]) == 1
+
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0] == f"error: {results / 'transformers-5.0.0.json'}: tests[0] ({data['tests'][0]['id']}) left out: " \
+                        "'outcome' is missing or not a str"
+    assert errors[1].startswith(f"error: {results / 'transformers-5.1.0.json'}: not valid JSON")
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert all(f">{release}" in html for release in ("4.50.3", "4.57.1", "5.0.0", "latest"))
+    assert "transformers-5.1.0.json: not valid JSON" in html
+
+
+def test_a_missing_results_folder_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--results", str(tmp_path / "nowhere")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'} is not a folder of results files\n"
+
+
+def test_the_runners_stand_in_is_read_as_a_crashed_release(tmp_path):
+    matrix.write_stand_in(tmp_path, "5.1", "exit code 1: could not install deps", env="py311-transformers-5.1",
+                          started="2026-11-22T15:00:00+00:00", command="tox run -e py311-transformers-5.1",
+                          log=tmp_path / "5.1.log")
+    loaded, errors = load_results(tmp_path)
+    assert errors == []
+    assert [(run.release, run.crashed) for run in loaded] == [("5.1", "exit code 1: could not install deps")]
+
+
+def test_crash_reason_is_the_last_telling_line_of_the_log(tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("$ tox run -e py311-transformers-4.50\ninstalling\n"
+                   "  × No solution found when resolving dependencies\nERROR: could not install deps\n"
+                   "  py311-transformers-4.50: FAIL code 1 (3.2 seconds)\n\n")
+    assert matrix.crash_reason(log, 1) == "exit code 1: × No solution found when resolving dependencies"
+    log.write_text("$ tox run -e py311-transformers-4.50\nsuites/test_equivalence.py ....\nSegmentation fault\n")
+    assert matrix.crash_reason(log, -11) == "exit code -11: Segmentation fault"
+
+
+def test_parallel_releases_split_the_cores():
+    assert matrix.thread_settings(2, 2) == (["-n", "0"], {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    assert matrix.thread_settings(2, 8) == (["-n", "0"], {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"})
+    assert matrix.thread_settings(1, 2) == ([], {})
+
+
+def test_one_releases_files_from_different_devices_are_merged(tmp_path):
+    cpu = json.loads((FIXTURES / "transformers-5.0.0.json").read_text())
+    cuda = json.loads(json.dumps(cpu))
+    cuda["tests"] = [t for t in cuda["tests"] if t["params"].get("device") == "cuda"]
+    cuda["tests"][0]["outcome"] = cuda["tests"][0]["raw_outcome"] = "passed"  # ran on the GPU job
+    (tmp_path / "transformers-5.0.0.json").write_text(json.dumps(cpu))
+    (tmp_path / "transformers-5.0.0-cuda.json").write_text(json.dumps(cuda))
+    loaded, errors = load_results(tmp_path)
+    assert errors == [] and len(loaded) == 1
+    merged = loaded[0].tests
+    assert len(merged) == len(cpu["tests"])
+    assert merged[(cuda["tests"][0]["check"], "float32-cuda-eager")]["outcome"] == "passed"
