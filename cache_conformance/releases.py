@@ -344,7 +344,11 @@ def _run(args: argparse.Namespace) -> int:
         for error in errors:
             print(f"warning: {error}", file=sys.stderr)
         drafted = 0
+        with_results = {run.release for run in runs}
         for release in args.releases.split():
+            if release not in with_results:  # its jobs wrote no results: nothing to compare, tried again next run
+                print(f"warning: no results for transformers {release}; no issue drafted", file=sys.stderr)
+                continue
             issue = regression_issue(runs, release, args.site.rstrip("/") + "/")
             if issue:
                 folder = args.into / release

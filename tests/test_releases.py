@@ -226,12 +226,15 @@ def test_no_issue_when_nothing_turned_red_or_there_is_no_earlier_release(tmp_pat
 
 
 def test_the_issues_command_writes_a_title_and_body_per_release_that_regressed(tmp_path):
+    """5.24.0 was planned but its jobs wrote no results: a warning, not a failure that would stop publication."""
     two_releases(tmp_path / "results", {(DECODE, "float32"): "failed"})
     completed = subprocess.run(
         [sys.executable, "-m", "cache_conformance.releases", "issues", "--results", str(tmp_path / "results"),
-         "--releases", "5.22.2 5.23.0", "--site", SITE.rstrip("/"), "--into", str(tmp_path / "issues")],
+         "--releases", "5.22.2 5.23.0 5.24.0", "--site", SITE.rstrip("/"), "--into", str(tmp_path / "issues")],
         cwd=ROOT, capture_output=True, text=True, check=True)
-    assert completed.stdout == "count=1\n" and completed.stderr == "5.23.0: Release regression: transformers 5.23.0\n"
+    assert completed.stdout == "count=1\n"
+    assert completed.stderr.splitlines() == ["5.23.0: Release regression: transformers 5.23.0",
+                                             "warning: no results for transformers 5.24.0; no issue drafted"]
     assert sorted(p.name for p in (tmp_path / "issues").iterdir()) == ["5.23.0"]
     body = (tmp_path / "issues" / "5.23.0" / "body.md").read_text()
     assert f"| `{DECODE}` | float32 | cpu | eager | passed | failed |" in body
