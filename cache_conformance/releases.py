@@ -85,8 +85,8 @@ def newest_patches(versions: list[Version]) -> list[Version]:
     return sorted(newest.values())
 
 
-def published_releases(results_folder: Path) -> set[Version]:
-    runs, _ = load_results(results_folder)
+def published_releases(runs: list) -> set[Version]:
+    """Releases with results among the published runs (load_results); a stand-in for a crashed run is no result."""
     return {Version(run.release) for run in runs if not run.crashed}
 
 
@@ -134,7 +134,8 @@ def merge(published: Path, new: Path, into: Path) -> list[str]:
     for path in sorted(published.glob("transformers-*.json")):
         shutil.copyfile(path, into / path.name)
     by_release: dict[str, list[dict]] = {}
-    for path in sorted(new.glob("transformers-*.json")):  # the cpu file sorts before its -cuda file
+    # The cpu job's file first: its run info heads the combined file.
+    for path in sorted(new.glob("transformers-*.json"), key=lambda path: (path.name.endswith("-cuda.json"), path.name)):
         release, data = _read_results(path)
         by_release.setdefault(release, []).append(data)
     written = []
@@ -322,8 +323,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "plan":
-        releases = releases_to_run(_index_answer(args.index), published_releases(args.published),
-                                   args.requested.split())
+        runs, errors = load_results(args.published)
+        for error in errors:  # a published file that cannot be read: its release counts as not published
+            print(f"warning: {error}", file=sys.stderr)
+        releases = releases_to_run(_index_answer(args.index), published_releases(runs), args.requested.split())
         matrix = job_matrix(releases, minors_with_env=tox_minors((ROOT / "tox.ini").read_text()),
                             gpu_runner=args.gpu_runner == "true")
         print(f"count={len(releases)}")

@@ -40,9 +40,15 @@ def write_results(folder: Path, version: str, tests: list[dict], *, name: str = 
     return path
 
 
-def publish(folder: Path, versions) -> None:
+def write_published(folder: Path, versions) -> None:
     for version in versions:
         write_results(folder, str(version), [record("suites/test_equivalence.py::test_a", "passed")])
+
+
+def published_in(folder: Path) -> set:
+    runs, errors = load_results(folder)
+    assert errors == []
+    return releases.published_releases(runs)
 
 
 NEWEST_PATCHES = releases.newest_patches(releases.final_releases(INDEX))
@@ -58,13 +64,13 @@ def test_final_releases_leave_out_older_pre_and_yanked_releases():
 
 def test_a_release_not_in_the_results_is_selected(tmp_path):
     assert NEWEST_PATCHES[-1] == Version("5.23.0") and Version("4.57.6") in NEWEST_PATCHES
-    publish(tmp_path, NEWEST_PATCHES[:-1])
-    assert releases.releases_to_run(INDEX, releases.published_releases(tmp_path)) == [Version("5.23.0")]
+    write_published(tmp_path, NEWEST_PATCHES[:-1])
+    assert releases.releases_to_run(INDEX, published_in(tmp_path)) == [Version("5.23.0")]
 
 
 def test_nothing_runs_when_every_release_is_published(tmp_path):
-    publish(tmp_path, NEWEST_PATCHES)
-    assert releases.releases_to_run(INDEX, releases.published_releases(tmp_path)) == []
+    write_published(tmp_path, NEWEST_PATCHES)
+    assert releases.releases_to_run(INDEX, published_in(tmp_path)) == []
     completed = subprocess.run(
         [sys.executable, "-m", "cache_conformance.releases", "plan", "--index", str(INDEX_FILE), "--published",
          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -72,8 +78,8 @@ def test_nothing_runs_when_every_release_is_published(tmp_path):
 
 
 def test_a_new_patch_of_an_old_minor_runs_in_that_minors_environment_pinned_exactly(tmp_path):
-    publish(tmp_path, [v if v != Version("4.57.6") else Version("4.57.5") for v in NEWEST_PATCHES])
-    found = releases.releases_to_run(INDEX, releases.published_releases(tmp_path))
+    write_published(tmp_path, [v if v != Version("4.57.6") else Version("4.57.5") for v in NEWEST_PATCHES])
+    found = releases.releases_to_run(INDEX, published_in(tmp_path))
     assert found == [Version("4.57.6")]
     [job] = releases.job_matrix(found, minors_with_env=TOX_MINORS, gpu_runner=False)["include"]
     assert (job["tox_env"], job["constraint"], job["device"]) == ("py311-transformers-4.57", "transformers==4.57.6", "cpu")
@@ -91,16 +97,16 @@ def test_a_minor_without_a_tox_environment_runs_in_latest_and_a_gpu_runner_adds_
 
 
 def test_a_crashed_stand_in_does_not_count_as_published(tmp_path):
-    publish(tmp_path, NEWEST_PATCHES[:-1])
+    write_published(tmp_path, NEWEST_PATCHES[:-1])
     path = write_results(tmp_path, "5.23.0", [])
     data = json.loads(path.read_text())
     data["run_info"]["crashed"] = "tox could not install the environment"
     path.write_text(json.dumps(data))
-    assert releases.releases_to_run(INDEX, releases.published_releases(tmp_path)) == [Version("5.23.0")]
+    assert releases.releases_to_run(INDEX, published_in(tmp_path)) == [Version("5.23.0")]
 
 
 def test_requested_releases_run_again_and_unknown_ones_are_refused(tmp_path):
-    publish(tmp_path, NEWEST_PATCHES)
+    write_published(tmp_path, NEWEST_PATCHES)
     assert releases.releases_to_run(INDEX, set(NEWEST_PATCHES), ["5.0.0", "4.50.3"]) == [Version("4.50.3"),
                                                                                         Version("5.0.0")]
     with pytest.raises(releases.ReleasesError, match=r"\['5.0.0rc1'\] are not final"):
@@ -133,14 +139,14 @@ def test_merge_adds_new_results_and_makes_one_file_per_release_from_the_device_j
     assert [(t["params"]["device"], t["outcome"]) for t in combined["tests"]] == [("cpu", "passed"), ("cuda", "xfailed")]
     assert combined["summary"] == {"passed": 1, "xfailed": 1}
     assert combined["run_info"]["devices"] == {"cpu": "available", "cuda": "available"}
-    assert len(combined["run_info"]["jobs"]) == 2
+    assert [job["devices"]["cuda"] for job in combined["run_info"]["jobs"]] == ["no CUDA", "available"]  # cpu first
     runs, errors = load_results(merged)
     assert errors == [] and [run.release for run in runs] == ["5.22.2", "5.23.0"]
 
 
 def test_published_results_round_trip_through_the_site(tmp_path):
     results, site = tmp_path / "results", tmp_path / "site"
-    publish(results, ["5.22.2", "5.23.0"])
+    write_published(results, ["5.22.2", "5.23.0"])
     assert releases.write_site_results(results, site / "results") == ["transformers-5.22.2.json",
                                                                       "transformers-5.23.0.json"]
     with serve(site) as url:
