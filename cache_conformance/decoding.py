@@ -6,6 +6,8 @@ makes its logits at position t the logits of recomputing the prefix up to t.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from cache_conformance import adapter
@@ -38,15 +40,27 @@ def recompute(model, sequence: torch.Tensor, attention_mask: torch.Tensor | None
     return adapter.forward(model, sequence, attention_mask=attention_mask, position_ids=positions_from_mask(attention_mask))
 
 
+@contextlib.contextmanager
+def located(where: str):
+    """Say which step raised: an exception from deep inside the model becomes a failure that names the step."""
+    try:
+        yield
+    except Exception as error:
+        raise AssertionError(f"{where} raised {type(error).__name__}: {error}") from error
+
+
 def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *, attention_mask=None, label=""):
     """Prefill `prompt` into `cache`, then greedy-decode `steps` tokens one at a time, comparing each step."""
     label = f"{label}: " if label else ""
     length = prompt.shape[1]
-    logits = adapter.forward(
-        model, prompt, cache=cache, start=0, attention_mask=attention_mask, position_ids=positions_from_mask(attention_mask)
-    )
+    where = f"{label}prefill of {length} tokens"
+    with located(where):
+        logits = adapter.forward(
+            model, prompt, cache=cache, start=0, attention_mask=attention_mask,
+            position_ids=positions_from_mask(attention_mask),
+        )
     reference = without_padding(recompute(model, prompt, attention_mask), attention_mask)
-    compare.logits_close(logits, reference, where=f"{label}prefill of {length} tokens", positions=list(range(length)))
+    compare.logits_close(logits, reference, where=where, positions=list(range(length)))
     sequence = prompt
     for step in range(1, steps + 1):
         position = sequence.shape[1]
@@ -55,12 +69,13 @@ def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *,
         if attention_mask is not None:
             attention_mask = torch.cat([attention_mask, torch.ones_like(next_token)], dim=1)
         positions = positions_from_mask(attention_mask)
-        logits = adapter.forward(
-            model, next_token, cache=cache, start=position, attention_mask=attention_mask,
-            position_ids=positions[:, -1:] if positions is not None else None,
-        )
-        reference = recompute(model, sequence, attention_mask)[:, -1:]
         where = f"{label}decode step {step} (position {position}, {position + 1} tokens seen)"
+        with located(where):
+            logits = adapter.forward(
+                model, next_token, cache=cache, start=position, attention_mask=attention_mask,
+                position_ids=positions[:, -1:] if positions is not None else None,
+            )
+        reference = recompute(model, sequence, attention_mask)[:, -1:]
         compare.logits_close(logits, reference, where=where, positions=[position])
         compare.greedy_tokens_match(logits.argmax(-1), reference, where=where, positions=[position])
     return sequence
@@ -73,8 +88,9 @@ def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: C
     start = 0
     for number, size in enumerate(chunk_sizes, start=1):
         end = start + size
-        logits = adapter.forward(model, sequence[:, start:end], cache=cache, start=start)
         where = f"chunk {number} of {len(chunk_sizes)} (sizes {list(chunk_sizes)}, positions {start}..{end - 1})"
+        with located(where):
+            logits = adapter.forward(model, sequence[:, start:end], cache=cache, start=start)
         compare.logits_close(logits, reference[:, start:end], where=where, positions=list(range(start, end)))
         compare.greedy_tokens_match(logits.argmax(-1), reference[:, start:end], where=where, positions=list(range(start, end)))
         start = end

@@ -1,0 +1,202 @@
+"""The suites' own teeth: run them clean and under every catalogued fault, and score what they catch.
+
+    python -m cache_conformance.selftest [--fault NAME ...] [--workers N]
+
+Runs each suite's smallest slice (SLICES) in a pytest subprocess with pytest-xdist: once without a fault (every test
+must pass, expected failures aside), then once per fault, on the suite of the property that must catch it. A fault
+is caught when at least one test of that suite fails (not errors) with a message that points at the fault
+(LOCATIONS: layer, step, position or bytes). Prints a table fault -> tests failed -> property -> caught, writes
+reports/results/selftest-transformers-<version>.json for the report, and exits 1 when the clean run is not clean or
+any fault goes uncaught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import transformers
+
+from cache_conformance import checkpoint, faults, results
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ROOT / "suites"
+FORMAT = 1
+
+# The smallest slice of each suite's parameterisation that still shows every fault: float32 has the tightest
+# tolerance and eager attention is available everywhere. A slice narrows the parameterisation, never the code path.
+SLICES = {
+    "equivalence": ["--device", "cpu", "-k", "float32-cpu-eager"],
+    "overflow": ["--device", "cpu", "-k", "float32-cpu-eager"],
+}
+# What a failure message must say for the failure to count as catching the fault: where and how much.
+LOCATIONS = {
+    "equivalence": re.compile(
+        r"(decode step \d+|chunk \d+ of \d+|prefill of \d+ tokens|generate\(\)).*"
+        r"(max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+| raised \w+)"
+    ),
+    "overflow": re.compile(r"the call returned normally: the cache wrapped around, dropped tokens"),
+}
+
+
+def suite_file(prop: str) -> Path:
+    return SUITES / f"test_{prop}.py"
+
+
+@dataclass
+class Run:
+    """One pytest subprocess: its exit code, the tail of its output, and its results file (None if none written)."""
+
+    code: int
+    output: str
+    results: dict | None
+
+
+@dataclass
+class Detection:
+    fault: str
+    description: str
+    property: str
+    caught: bool
+    tests_failed: list[str] = field(default_factory=list)
+    evidence: str = ""  # the first failure message that points at the fault, or why the fault went uncaught
+
+
+def run_pytest(args: list[str], *, workers: int, fault: str | None = None) -> Run:
+    with tempfile.TemporaryDirectory() as scratch:
+        results_file = Path(scratch) / "results.json"
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--results-file={results_file}",
+                   "-n", str(workers), "--dist", "load", *args]
+        if fault:
+            command += ["--inject-fault", fault]
+        completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
+                                   env=os.environ | {"PYTHONHASHSEED": "0"})
+        results = json.loads(results_file.read_text()) if results_file.exists() else None
+    return Run(completed.returncode, (completed.stdout + completed.stderr)[-3000:], results)
+
+
+def grade(fault: faults.Fault, run: Run | None) -> Detection:
+    """Whether `run` (the fault's property suite under the fault; None when that suite is missing) caught it."""
+    detection = Detection(fault.name, fault.description, fault.caught_by, caught=False)
+    if run is None:
+        detection.evidence = f"{suite_file(fault.caught_by).relative_to(ROOT)} is missing"
+        return detection
+    if run.results is None:
+        detection.evidence = f"pytest exited {run.code} without results: {run.output.strip().splitlines()[-1:]}"
+        return detection
+    failed = [t for t in run.results["tests"]
+              if t["suite"] == fault.caught_by and t["outcome"] == "failed" and t["raw_outcome"] == "failed"]
+    detection.tests_failed = [t["id"] for t in failed]
+    located = [t["message"] for t in failed if LOCATIONS[fault.caught_by].search(t["message"])]
+    detection.caught = bool(located)
+    if located:
+        detection.evidence = located[0]
+    elif failed:
+        detection.evidence = f"failures do not point at the fault: {failed[0]['message'][:300]}"
+    else:
+        errors = [t for t in run.results["tests"] if t["outcome"] == "error"]
+        detection.evidence = f"no test failed ({len(errors)} errors)" + (f": {errors[0]['message'][:300]}" if errors else "")
+    return detection
+
+
+def clean_run_problem(run: Run) -> str | None:
+    """Why the run without a fault is not clean, or None."""
+    if run.results is None:
+        return f"pytest exited {run.code} without results: {run.output[-1000:]}"
+    bad = [t for t in run.results["tests"] if t["outcome"] in ("failed", "error")]
+    if run.code != 0 or bad:
+        listed = "; ".join(f"{t['id']}: {t['message'][:200]}" for t in bad[:5])
+        return f"pytest exited {run.code}; {len(bad)} tests failed or errored: {listed}"
+    return None
+
+
+def table(detections: list[Detection]) -> str:
+    rows = [("fault", "tests failed", "property", "caught")]
+    rows += [(d.fault, str(len(d.tests_failed)), d.property, "yes" if d.caught else "NO") for d in detections]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def write_results(path: Path, clean_summary: dict, problems: list[str], detections: list[Detection],
+                  duration_s: float) -> None:
+    payload = {
+        "format": FORMAT,
+        "kind": "selftest",
+        "transformers": transformers.__version__,
+        "run_info": results.run_info(ROOT, devices={"cpu": "available"},
+                                     checkpoint=checkpoint.describe(checkpoint.resolve(None)),
+                                     expectations_applied=True) | {"duration_s": round(duration_s, 1)},
+        "clean_summary": clean_summary,
+        "clean_problems": problems,
+        "faults": [asdict(d) for d in detections],
+        "detected": sum(d.caught for d in detections),
+        "total": len(detections),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cache_conformance.selftest", description=__doc__.splitlines()[0])
+    parser.add_argument("--fault", action="append", choices=sorted(faults.CATALOGUE),
+                        help="only this fault (repeatable; default: the whole catalogue)")
+    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per run (default 2)")
+    parser.add_argument("--output", type=Path, help="results file (default: reports/results/selftest-transformers-<version>.json)")
+    args = parser.parse_args(argv)
+    chosen = [faults.CATALOGUE[name] for name in (args.fault or sorted(faults.CATALOGUE))]
+    started = time.monotonic()
+
+    problems = []
+    clean_summary: dict[str, int] = {}
+    for prop in SLICES:
+        if not suite_file(prop).exists():
+            problems.append(f"{suite_file(prop).relative_to(ROOT)} is missing")
+            continue
+        clean = run_pytest([str(suite_file(prop).relative_to(ROOT)), *SLICES[prop]], workers=args.workers)
+        problem = clean_run_problem(clean)
+        if problem:
+            problems.append(f"{prop}: {problem}")
+        else:
+            for outcome, count in clean.results["summary"].items():
+                clean_summary[outcome] = clean_summary.get(outcome, 0) + count
+        print(f"  clean run of {prop}: {problem or json.dumps(clean.results['summary'])} "
+              f"({time.monotonic() - started:.0f} s)", flush=True)
+
+    detections = []
+    for number, fault in enumerate(chosen, 1):
+        suite = suite_file(fault.caught_by)
+        run = None
+        if suite.exists():
+            run = run_pytest([str(suite.relative_to(ROOT)), *SLICES[fault.caught_by]], workers=args.workers,
+                             fault=fault.name)
+        detections.append(grade(fault, run))
+        print(f"  [{number}/{len(chosen)}] {fault.name}: {'caught' if detections[-1].caught else 'NOT CAUGHT'} "
+              f"({time.monotonic() - started:.0f} s)", flush=True)
+
+    print()
+    print(table(detections))
+    uncaught = [d for d in detections if not d.caught]
+    print(f"\ndetection score: {len(detections) - len(uncaught)}/{len(detections)} faults caught; "
+          f"clean runs {'NOT clean' if problems else 'clean'}; {time.monotonic() - started:.0f} s")
+    for problem in problems:
+        print(f"NOT CLEAN {problem}")
+    for detection in uncaught:
+        print(f"UNCAUGHT {detection.fault} ({detection.property}): {detection.evidence}")
+    output = args.output or ROOT / "reports" / "results" / f"selftest-transformers-{transformers.__version__}.json"
+    write_results(output, clean_summary, problems, detections, time.monotonic() - started)
+    print(f"results: {output}")
+    return 1 if problems or uncaught else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
