@@ -1,0 +1,80 @@
+"""How the self-test grades a run under a fault; the runs themselves happen in `tox -e selftest`."""
+
+import pytest
+
+from cache_conformance import faults, selftest
+
+LOCATED = {
+    "equivalence": "decode step 1 (position 7, 8 tokens seen): max abs diff 1.07 exceeds tolerance (atol 0.0001); "
+                   "first failing position 7",
+}
+
+
+def record(suite, outcome, message="", raw=None):
+    return {"id": f"suites/test_{suite}.py::test_x[{outcome}]", "suite": suite, "outcome": outcome,
+            "raw_outcome": raw or outcome, "message": message}
+
+
+def run_with(*tests, code=1):
+    return selftest.Run(code, "", {"summary": {}, "tests": list(tests)})
+
+
+@pytest.fixture
+def fault():
+    """A catalogue fault caught by the equivalence suite, whatever the catalogue's own entries say."""
+    return faults.Fault("a-fault", "a deliberate bug", "equivalence", patch=lambda monkeypatch: None)
+
+
+def test_a_located_failure_of_the_named_property_catches_the_fault(fault):
+    detection = selftest.grade(fault, run_with(record("equivalence", "failed", LOCATED["equivalence"])))
+    assert detection.caught
+    assert detection.evidence == LOCATED["equivalence"]
+    assert detection.tests_failed == ["suites/test_equivalence.py::test_x[failed]"]
+
+
+@pytest.mark.parametrize(
+    "tests, why",
+    [
+        ([record("equivalence", "failed", "AssertionError: something differs")], "do not point at the fault"),
+        ([record("equivalence", "error", "fixture 'model' not found")], "no test failed (1 errors)"),
+        ([record("equivalence", "xfailed", LOCATED["equivalence"], raw="failed")], "no test failed"),
+        ([record("overflow", "failed", LOCATED["equivalence"])], "no test failed"),
+    ],
+    ids=["unlocated-failure", "collection-error", "expected-failure", "other-property"],
+)
+def test_anything_else_leaves_the_fault_uncaught(fault, tests, why):
+    detection = selftest.grade(fault, run_with(*tests))
+    assert not detection.caught
+    assert why in detection.evidence
+
+
+def test_a_missing_suite_leaves_its_faults_uncaught_and_says_which_file(fault):
+    detection = selftest.grade(fault, None)
+    assert not detection.caught
+    assert detection.evidence == "suites/test_equivalence.py is missing"
+
+
+def test_a_run_that_wrote_no_results_is_reported_with_its_last_line(fault):
+    detection = selftest.grade(fault, selftest.Run(4, "collecting ...\nERROR: file not found: x.py\n", None))
+    assert not detection.caught
+    assert "ERROR: file not found: x.py" in detection.evidence
+
+
+def test_the_clean_run_must_pass_every_test():
+    assert selftest.clean_run_problem(run_with(record("overflow", "passed"), code=0)) is None
+    problem = selftest.clean_run_problem(run_with(record("overflow", "failed", "boom")))
+    assert "1 tests failed or errored" in problem and "boom" in problem
+
+
+def test_the_table_names_every_fault_and_marks_the_uncaught(fault):
+    caught = selftest.grade(fault, run_with(record("equivalence", "failed", LOCATED["equivalence"])))
+    missed = selftest.grade(fault, None)
+    lines = selftest.table([caught, missed]).splitlines()
+    assert lines[0].split() == ["fault", "tests", "failed", "property", "caught"]
+    assert lines[2].split() == ["a-fault", "1", "equivalence", "yes"]
+    assert lines[3].split() == ["a-fault", "0", "equivalence", "NO"]
+
+
+def test_every_property_with_a_fault_has_a_slice_and_a_location_pattern():
+    properties = {fault.caught_by for fault in faults.CATALOGUE.values()}
+    assert properties <= set(selftest.SLICES) == set(selftest.LOCATIONS)
