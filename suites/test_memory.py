@@ -1,0 +1,191 @@
+"""Property 4: decoding with a static cache allocates nothing new.
+
+A static cache makes its tensors once, at fixed addresses (what CUDA graphs and torch.compile need), and updates
+them in place. The scenario: a batch of B sequences, a prompt of W/2 tokens, then one token at a time until the
+cache of capacity L = 3W is full, well past the sliding window W. Each check runs its positive control in the same
+test: the dynamic cache on the same scenario, measured by the same probe, must show the growth the probe exists to
+see; if it does not, the static cache's result is reported as invalid, not as a pass.
+
+Probes (cache_conformance/memory.py): storage addresses and sizes of every cached tensor; bytes held after each
+step, from the CUDA allocator's counters or, on CPU, from torch's CPU allocator events (README, "Memory").
+"""
+
+import functools
+
+import pytest
+
+from cache_conformance import adapter, memory
+
+GENERATIONS = 10
+THRESHOLD = memory.DETECTION_THRESHOLD_BYTES_PER_STEP
+
+
+def where(step: int, window: int) -> str:
+    return f"decode step {step} (position {memory.prompt_length_for(window) + step - 1})"
+
+
+@pytest.fixture(autouse=True)
+def modest_on_cpu(target):
+    # The cache's memory depends on the dtype's size, not on the attention implementation, and the CPU probe (the
+    # profiler) makes a scenario about 4x slower: on CPU the suite runs eager attention in a 32- and a 16-bit dtype.
+    if target.device == "cpu" and (target.attn_implementation != "eager" or target.dtype_name == "float16"):
+        pytest.skip("on CPU the memory suite runs eager attention in float32 and bfloat16 only (the cache's memory "
+                    "depends on the dtype's size, not on the attention implementation)")
+
+
+@pytest.fixture
+def held_bytes(target):
+    """memory.held_bytes(scenario) on the target's device."""
+    if target.device not in memory.PROBED_DEVICES:
+        pytest.skip(f"no held-bytes probe for {target.device} (there are probes for {', '.join(memory.PROBED_DEVICES)})")
+    return functools.partial(memory.held_bytes, target.device)
+
+
+def storage_after_each_step(model, cache, sequence):
+    """The cache's storage map after prefill and after each decode step."""
+    maps = []
+    memory.decode(model, cache, sequence, lambda step: maps.append(memory.storage_map(cache)))
+    return maps
+
+
+def test_memory_static_cache_storage_stays_put(model, window, tokens, metrics):
+    """After prefill every cached tensor keeps its storage address and byte size through every decode step up to
+    capacity; sliding layers hold min(W, L) positions, full layers L, in all the bytes the config calls for."""
+    capacity = memory.capacity_for(window)
+    sequence = tokens(memory.BATCH, capacity)
+    static = storage_after_each_step(model, adapter.make_static_cache(model, batch_size=memory.BATCH, capacity=capacity),
+                                     sequence)
+    dynamic = storage_after_each_step(model, adapter.make_dynamic_cache(model), sequence)
+    measured = sum(s.nbytes for s in static[0].values())
+    from_config = memory.static_cache_bytes_from_config(model.config, batch_size=memory.BATCH, capacity=capacity,
+                                                        dtype=model.dtype)
+    metrics.update(
+        series={"static_cache": [sum(s.nbytes for s in m.values()) for m in static],
+                "dynamic_cache": [sum(s.nbytes for s in m.values()) for m in dynamic]},
+        series_unit="bytes",
+        cache_bytes_measured=measured,
+        cache_bytes_from_config=from_config,
+        decode_steps=len(static) - 1,
+    )
+
+    # Positive control: the dynamic cache's full layers get new, larger storage at every step.
+    full_layers = [layer for layer, sliding in enumerate(adapter.sliding_layers(model.config)) if not sliding]
+    unseen = [step for step in range(1, len(dynamic))
+              if not all((layer, "keys") in memory.storage_changes(dynamic[0], dynamic[step]) for layer in full_layers)]
+    assert not unseen, (
+        f"INVALID (not a pass): the storage probe saw no change of the dynamic cache's full layers {full_layers} at "
+        f"decode steps {unseen}, where they grow; it cannot vouch for the static cache"
+    )
+
+    wrong_sizes = []
+    for (layer, kind), storage in static[0].items():
+        expected = min(window, capacity) if adapter.sliding_layers(model.config)[layer] else capacity
+        if storage.positions != expected:
+            wrong_sizes.append(f"layer {layer} {kind} holds {storage.positions} positions, expected {expected}")
+    assert not wrong_sizes, f"after prefill (capacity {capacity}, window {window}): {'; '.join(wrong_sizes)}"
+    assert measured == from_config, (
+        f"the static cache holds {measured} bytes, the config calls for {from_config} bytes (2 x layers x batch "
+        f"{memory.BATCH} x kv_heads x head_dim x itemsize x positions)"
+    )
+
+    moved = [(step, memory.storage_changes(static[0], static[step])) for step in range(1, len(static))]
+    moved = [(step, changes) for step, changes in moved if changes]
+    if moved:
+        step, changes = moved[0]
+        shown = "; ".join(list(changes.values())[:2]) + (f"; and {len(changes) - 2} more" if len(changes) > 2 else "")
+        pytest.fail(f"{where(step, window)}: {shown} ({len(changes)} tensors; storage changed at {len(moved)} of "
+                    f"{len(static) - 1} decode steps)")
+
+
+def test_memory_held_bytes_stay_flat_while_decoding(model, window, tokens, metrics, held_bytes):
+    """Bytes held after each decode step do not grow with a static cache; the dynamic cache, measured the same
+    way, grows by one position's keys and values per step in each full layer (and, where the release does not
+    trim them, in each sliding layer)."""
+    capacity = memory.capacity_for(window)
+    sequence = tokens(memory.BATCH, capacity)
+
+    def scenario(make_cache):
+        return lambda reading: memory.decode(model, make_cache(), sequence, lambda step: reading())
+
+    static = held_bytes(scenario(lambda: adapter.make_static_cache(model, batch_size=memory.BATCH, capacity=capacity)))
+    dynamic = held_bytes(scenario(lambda: adapter.make_dynamic_cache(model)))
+    first = memory.first_steady_reading(window)
+    sliding = adapter.sliding_layers(model.config)
+    growing_layers = len(sliding) if not adapter.dynamic_cache_trims_sliding_layers() else sliding.count(False)
+    expected = growing_layers * memory.position_bytes(model.config, batch_size=memory.BATCH, dtype=model.dtype)
+    static_rate, dynamic_rate = (memory.growth_per_step(r.series, first) for r in (static, dynamic))
+    metrics.update(
+        series={"static_cache": static.series, "dynamic_cache": dynamic.series},
+        series_unit="bytes",
+        bytes_per_step=static_rate,
+        control_bytes_per_step=dynamic_rate,
+        expected_control_bytes_per_step=expected,
+        detection_threshold_bytes_per_step=THRESHOLD,
+        peak_bytes=static.peak,
+        control_peak_bytes=dynamic.peak,
+        probe=static.method,
+    )
+    steps = f"decode steps {first + 1}..{len(static.series) - 1}"
+
+    assert abs(dynamic_rate - expected) < THRESHOLD, (
+        f"INVALID (not a pass): over {steps} the probe saw the dynamic cache grow by {dynamic_rate:.0f} bytes per "
+        f"step, expected {expected} ({growing_layers} growing layers x one position's keys and values); "
+        f"the static cache's {static_rate:.0f} bytes per step cannot be trusted"
+    )
+    increase, step = memory.largest_increase(static.series, first)
+    assert static_rate < THRESHOLD, (
+        f"static cache: bytes held grew by {static_rate:.0f} bytes per step over {steps} (detection threshold "
+        f"{THRESHOLD} bytes per step); largest increase {increase} bytes at {where(step, window)}; held "
+        f"{static.series[first]} bytes at step {first}, {static.series[-1]} bytes after the last step"
+    )
+
+
+def test_memory_repeated_generations_leave_memory_where_it_was(model, window, tokens, metrics, held_bytes):
+    """Ten generate() calls with the static cache generate() builds leave the bytes held where they were after the
+    first: no cache kept alive per call, no growth. Control: a new static cache per call, kept alive on purpose,
+    shows up as one cache's bytes per call."""
+    prompt = tokens(memory.BATCH, memory.prompt_length_for(window))
+    new_tokens = 2  # the cache's size is what matters here, not how far it is filled
+    capacity = prompt.shape[1] + new_tokens
+
+    def generate_with_own_static_cache(reading):
+        for _ in range(GENERATIONS):
+            adapter.generate_with_own_static_cache(model, prompt, max_new_tokens=new_tokens)
+            reading()
+
+    def static_caches_kept_alive(reading):
+        kept = []
+        for _ in range(GENERATIONS):
+            kept.append(adapter.make_static_cache(model, batch_size=memory.BATCH, capacity=capacity))
+            adapter.generate_with_static_cache(model, prompt, cache=kept[-1], max_new_tokens=new_tokens)
+            reading()
+
+    own = held_bytes(generate_with_own_static_cache)
+    control = held_bytes(static_caches_kept_alive)
+    expected = memory.static_cache_bytes_from_config(model.config, batch_size=memory.BATCH, capacity=capacity,
+                                                     dtype=model.dtype)
+    own_rate, control_rate = (memory.growth_per_step(r.series, 0) for r in (own, control))
+    metrics.update(
+        series={"static_cache": own.series, "static_caches_kept_alive": control.series},
+        series_unit="bytes",
+        bytes_per_step=own_rate,  # a step is one generate() call here
+        control_bytes_per_step=control_rate,
+        expected_control_bytes_per_step=expected,
+        detection_threshold_bytes_per_step=THRESHOLD,
+        peak_bytes=own.peak,
+        control_peak_bytes=control.peak,
+        probe=own.method,
+    )
+
+    # A cache may keep a few bytes of bookkeeping besides its keys and values: the control must see at least those.
+    assert control_rate > expected - THRESHOLD, (
+        f"INVALID (not a pass): over {GENERATIONS} generate() calls the probe saw static caches kept alive add "
+        f"{control_rate:.0f} bytes per call, expected at least {expected} (one cache's keys and values); the "
+        f"{own_rate:.0f} bytes per call of generate()'s own static cache cannot be trusted"
+    )
+    increase, call = memory.largest_increase(own.series, 0)
+    assert own_rate < THRESHOLD, (
+        f"generate() with its own static cache: bytes held grew by {own_rate:.0f} bytes per call over "
+        f"{GENERATIONS} calls (detection threshold {THRESHOLD} bytes per call); largest increase {increase} bytes "
+        f"at call {call + 1}; {own.series[0]} bytes held after the first call, {own.series[-1]} after the last"
+    )
