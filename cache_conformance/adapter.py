@@ -106,11 +106,52 @@ def make_dynamic_cache(model):
     return transformers.DynamicCache(config=model.config)
 
 
+def dynamic_cache_trims_sliding_layers() -> bool:
+    """Whether `make_dynamic_cache`'s sliding layers stop growing at the window (from 4.56; checked by the memory
+    suite's control on 4.50-5.23: before 4.56 every layer grows by one position per decoded token)."""
+    return INSTALLED >= STATIC_CACHE_WITH_SLIDING_LAYERS
+
+
+# 4.50-4.52 generate() builds a HybridCache by default (Gemma 3's config says cache_implementation="hybrid");
+# from 4.53 it builds a DynamicCache.
+GENERATE_DEFAULT_DYNAMIC = Version("4.53")
+
+
+def dynamic_sliding_positions_kept(window: int) -> int | None:
+    """How many positions a dynamic cache's sliding layer keeps between calls (None: every position). From 4.56 it
+    keeps W-1, all the next token attends to besides itself; before, it keeps everything. Checked on 4.50-5.23."""
+    return window - 1 if dynamic_cache_trims_sliding_layers() else None
+
+
+def generate_default_sliding_positions_kept(window: int) -> int | None:
+    """How many positions the sliding layers of the cache generate() builds by default keep (None: every position):
+    W in 4.50-4.52 (a HybridCache), every position in 4.53-4.55 (an untrimmed DynamicCache), W-1 from 4.56."""
+    return window if INSTALLED < GENERATE_DEFAULT_DYNAMIC else dynamic_sliding_positions_kept(window)
+
+
+def slot_order(held: list[int], slots: int) -> list[int | None]:
+    """Which position each of a cache layer's `slots` holds when the layer holds `held` (oldest first); None marks
+    an unused slot, which is all zeros. Every release 4.50-5.23, static and dynamic, sliding and full: positions
+    are stored chronologically from slot 0 (a full static sliding buffer rolls left, its oldest position at slot
+    0), unused preallocated slots after them (checked by identifying each slot's position after every step of
+    prefill, decode and chunk schedules on each minor release)."""
+    return [*held, *[None] * (slots - len(held))]
+
+
 def static_cache_class():
     """The class `make_static_cache` instantiates (what a fault patch must target)."""
     if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
         return transformers.HybridCache
     return transformers.StaticCache
+
+
+def sliding_window_source():
+    """The class whose instances' `sliding_window` sets both the sliding layers' attention mask and the sliding
+    cache layers' size, for recomputation and the cached path alike: a fault that widens the window there widens
+    it everywhere. On every release 4.50-5.23 that is the text config (4.50-4.52 build the window mask inside the
+    Gemma 3 model, 4.53 on through masking_utils' sliding-window mask functions; both read the config's value,
+    and so do HybridCache and StaticCache)."""
+    return transformers.Gemma3TextConfig
 
 
 def layer_count(cache) -> int:
@@ -140,6 +181,14 @@ def layer_storage(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     if INSTALLED < CACHE_LAYER_OBJECTS:
         return cache.key_cache[layer], cache.value_cache[layer]
     return cache.layers[layer].keys, cache.layers[layer].values
+
+
+def replace_layer_storage(cache, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """Make the cache hold `keys` and `values` for one layer from now on (what a fault that moves storage does)."""
+    if INSTALLED < CACHE_LAYER_OBJECTS:
+        cache.key_cache[layer], cache.value_cache[layer] = keys, values
+    else:
+        cache.layers[layer].keys, cache.layers[layer].values = keys, values
 
 
 @torch.no_grad()

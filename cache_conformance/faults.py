@@ -78,6 +78,76 @@ def _silent_overflow(wrap_around: bool):
     return wrap_update
 
 
+def _batch_rows_swapped(update):
+    """Rows of a batch stored under each other's index (the kind of bug beam reordering and batch slicing make)."""
+
+    @functools.wraps(update)
+    def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+        return update(self, key_states.flip(0), value_states.flip(0), layer_idx, *args, **kwargs)
+
+    return patched
+
+
+def _static_cache_method_replaced(method: str, replacement: Callable) -> Callable[[pytest.MonkeyPatch], None]:
+    """A patch that replaces one method of the static cache class with `replacement(original)`."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        cache_class = adapter.static_cache_class()
+        monkeypatch.setattr(cache_class, method, replacement(getattr(cache_class, method)))
+
+    return patch
+
+
+def _reset_ignored(reset):
+    return lambda self: None
+
+
+def _seq_length_one_short(get_seq_length):
+    @functools.wraps(get_seq_length)
+    def patched(self, *args, **kwargs):
+        return max(0, get_seq_length(self, *args, **kwargs) - 1)
+
+    return patched
+
+
+def _sliding_window_one_wider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models loaded from now on attend over W+1 positions in their sliding layers, cached and recomputed alike,
+    so the equivalence suite cannot see it (a changed mask moves both paths the same way)."""
+    config_class = adapter.sliding_window_source()
+    original_init = config_class.__init__
+
+    @functools.wraps(original_init)
+    def widened_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.sliding_window += 1
+
+    monkeypatch.setattr(config_class, "__init__", widened_init)
+
+
+def _storage_reallocated_each_step(update):
+    """After each update the layer's keys and values live in fresh copies: same contents, new storage."""
+
+    @functools.wraps(update)
+    def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+        result = update(self, key_states, value_states, layer_idx, *args, **kwargs)
+        keys, values = adapter.layer_storage(self, layer_idx)
+        adapter.replace_layer_storage(self, layer_idx, keys.clone(), values.clone())
+        return result
+
+    return patched
+
+
+def _hidden_copy(update):
+    """The cache keeps a clone of every key and value it receives, on itself, for as long as it lives."""
+
+    @functools.wraps(update)
+    def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+        self.__dict__.setdefault("_hidden_copies", []).append((key_states.clone(), value_states.clone()))
+        return update(self, key_states, value_states, layer_idx, *args, **kwargs)
+
+    return patched
+
+
 CATALOGUE = {
     fault.name: fault
     for fault in (
@@ -94,6 +164,24 @@ CATALOGUE = {
             cache_update_wrapped_by(_early_eviction),
         ),
         Fault(
+            "batch-rows-swapped",
+            "each sequence of a batch is stored in another sequence's row",
+            "equivalence",
+            cache_update_wrapped_by(_batch_rows_swapped),
+        ),
+        Fault(
+            "reset-ignored",
+            "reset() leaves the previous sequence in the cache (and its position counters)",
+            "equivalence",
+            _static_cache_method_replaced("reset", _reset_ignored),
+        ),
+        Fault(
+            "seq-length-one-short",
+            "get_seq_length() reports one token fewer than the cache holds, so generate() places tokens wrongly",
+            "equivalence",
+            _static_cache_method_replaced("get_seq_length", _seq_length_one_short),
+        ),
+        Fault(
             "overflow-wraps-around",
             "a full layer asked for positions past its capacity silently overwrites its oldest positions",
             "overflow",
@@ -104,6 +192,24 @@ CATALOGUE = {
             "a full layer asked for positions past its capacity silently drops them",
             "overflow",
             cache_update_wrapped_by(_silent_overflow(wrap_around=False)),
+        ),
+        Fault(
+            "sliding-mask-one-wider",
+            "the sliding-window attention mask (and the sliding cache layers with it) spans one position more than W",
+            "snapshots",
+            _sliding_window_one_wider,
+        ),
+        Fault(
+            "storage-reallocated-each-step",
+            "every update moves the layer's keys and values to new storage (fresh copies, same contents)",
+            "memory",
+            cache_update_wrapped_by(_storage_reallocated_each_step),
+        ),
+        Fault(
+            "hidden-copy",
+            "the cache keeps a hidden clone of every key and value it receives",
+            "memory",
+            cache_update_wrapped_by(_hidden_copy),
         ),
     )
 }

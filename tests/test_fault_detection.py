@@ -13,7 +13,7 @@ from cache_conformance import faults
 
 SLICES = {
     suite: [f"suites/test_{suite}.py", "--device", "cpu", "-k", "float32-cpu-eager"]
-    for suite in ("equivalence", "overflow")
+    for suite in ("equivalence", "overflow", "memory")
 }
 # What a failure message must say: where (step, chunk, position) and how much, or what the call did.
 POINTS_AT_THE_FAULT = {
@@ -22,6 +22,10 @@ POINTS_AT_THE_FAULT = {
         r"max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+"
     ),
     "overflow": re.compile(r"the call returned normally: the cache wrapped around, dropped tokens"),
+    "memory": re.compile(
+        r"decode step \d+ \(position \d+\): layer \d+ (keys|values) moved to new storage .* bytes"
+        r"|grew by \d+ bytes per (step|call)"
+    ),
 }
 
 
