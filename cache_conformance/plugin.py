@@ -17,7 +17,7 @@ from hypothesis import Phase, settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from cache_conformance import adapter, checkpoint, expectations, faults, results, targets
+from cache_conformance import adapter, checkpoint, expectations, faults, results, snapshots, targets
 from cache_conformance.compare import Comparison
 from cache_conformance.decoding import random_tokens
 from cache_conformance.tolerances import tolerance_for
@@ -91,6 +91,12 @@ def pytest_configure(config):
     if hasattr(config, "workerinput"):
         # xdist workers share the cores: one intra-op thread pool each would oversubscribe them (3x slower here).
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workerinput["workercount"]))
+
+    if config.getoption("update_snapshots", False) and config.getoption("numprocesses", None):
+        # Only the float32 CPU target records; the others compare with what it wrote, which a worker may not have yet.
+        raise pytest.UsageError(
+            f"--snapshot-update is refused under pytest-xdist (-n): record in one process: {snapshots.UPDATE_COMMAND}"
+        )
 
     fault_name = config.getoption("inject_fault")
     if fault_name:

@@ -44,3 +44,27 @@ TOLERANCES: dict[tuple[str, str], Tolerance] = {
 
 def tolerance_for(dtype_name: str, device: str) -> Tolerance:
     return TOLERANCES[(dtype_name, device)]
+
+
+# Against the float32 CPU reference recorded once (suites/test_snapshots.py) a run in another dtype differs by its
+# whole rounding, not only by the order of reductions. benchmarks/calibrate_snapshot_tolerances.py (30 prompts,
+# prefill and 20 decode steps replaying the reference's tokens, transformers 5.23, torch 2.13 CPU) measured the
+# largest per-prompt max abs diff: float32 1.1e-5 (sdpa), bfloat16 0.46 (eager) and 0.56 (sdpa), float16 0.071;
+# a sliding window one position wider moves the logits by at least 2.1 (median 3.2), in float32 and bfloat16.
+# - float32: the float32 tolerance above (9x the largest).
+# - bfloat16: 1.0 is 1.8x the largest and half the smallest effect of the one-wider window; 0.6 left 1.1x.
+# - float16: 0.12, as above, is 1.7x the largest.
+_REFERENCE_CPU = {
+    "float32": _CPU["float32"],
+    "bfloat16": Tolerance(atol=1.0, rtol=0.0, greedy_tokens_identical=False),
+    "float16": _CPU["float16"],
+}
+
+REFERENCE_TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    (dtype, device): tolerance for device in ("cpu", "cuda", "mps") for dtype, tolerance in _REFERENCE_CPU.items()
+}
+
+
+def reference_tolerance_for(dtype_name: str, device: str) -> Tolerance:
+    """How close a run in this dtype and device must be to the float32 CPU reference logits."""
+    return REFERENCE_TOLERANCES[(dtype_name, device)]

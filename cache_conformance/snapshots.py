@@ -1,0 +1,228 @@
+"""Reference logits kept as syrupy snapshots: the run that is recorded, and the syrupy extension that stores it.
+
+A snapshot is one safetensors file (bfloat16 or float32 stored bit for bit, one file per snapshot so pytest-xdist
+workers never share one) holding named tensors. Comparison is strict on names, shapes and dtypes; floating
+tensors must agree within a tolerance (|actual - expected| <= atol + rtol * |expected|), integer tensors exactly.
+A mismatch is reported with pytest-regressions-style statistics.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from syrupy.extensions.single_file import SingleFileSnapshotExtension
+
+from cache_conformance import adapter
+from cache_conformance.tolerances import Tolerance
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAPSHOTS = ROOT / "fixtures" / "snapshots"
+UPDATE_COMMAND = "pytest suites/test_snapshots.py -p no:xdist --snapshot-update"
+SYRUPY_DEFAULT_DIRNAME = "__snapshots__"
+WORST_SHOWN = 5
+
+
+class SnapshotFileError(Exception):
+    """A snapshot file that cannot be read; the message is one line naming the file and how to rewrite it."""
+
+
+@torch.no_grad()
+def reference_run(model, prompt: torch.Tensor, steps: int, continuation: torch.Tensor | None = None) -> dict:
+    """Prefill `prompt` (shape (1, P)) into a static cache, then decode `steps` tokens one at a time.
+
+    The decoded tokens are the greedy choices, or `continuation` (the tokens a recorded reference chose) when
+    given: a bfloat16 run that ranks two near-equal logits the other way must still be compared on the
+    reference's sequence, since one different token changes every later step.
+    Returns CPU tensors: "tokens" (P + steps,), "prefill" logits (P, vocab), "decode" logits (steps, vocab),
+    row i of "decode" being decode step i + 1 (position P + i); logits in float32.
+    """
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=prompt.shape[1] + steps)
+    logits = adapter.forward(model, prompt, cache=cache, start=0)
+    prefill = logits[0]
+    sequence, decoded = prompt, []
+    for step in range(steps):
+        if continuation is None:
+            next_token = logits[:, -1:].argmax(-1)
+        else:
+            next_token = continuation[step : step + 1].view(1, 1).to(prompt.device)
+        logits = adapter.forward(model, next_token, cache=cache, start=sequence.shape[1])
+        sequence = torch.cat([sequence, next_token], dim=1)
+        decoded.append(logits[0])
+    return {
+        "tokens": sequence[0].cpu(),
+        "prefill": prefill.float().cpu(),
+        "decode": torch.cat(decoded).float().cpu(),
+    }
+
+
+def greedy_choices(run: dict) -> torch.Tensor:
+    """The token each step's logits rank first: what greedy decoding of this run would have fed next."""
+    return torch.cat([run["prefill"][-1:], run["decode"][:-1]]).argmax(-1)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """How one tensor differs from its snapshot (pytest-regressions' ndarrays_regression statistics)."""
+
+    name: str
+    shape: tuple
+    differing: int  # elements out of tolerance
+    max_abs_diff: float
+    mean_abs_diff: float
+    max_rel_diff: float
+    mean_rel_diff: float
+    worst: list  # [(index, got, expected)], largest difference first
+    rows: list  # indices along the first dimension that hold an element out of tolerance
+
+    @property
+    def total(self) -> int:
+        return int(torch.Size(self.shape).numel())
+
+    def lines(self, tolerance: Tolerance) -> Iterator[str]:
+        yield (
+            f"{self.name}: {self.differing} of {self.total} elements ({100 * self.differing / self.total:.2f}%) "
+            f"differ beyond {tolerance.describe()}; max abs diff {self.max_abs_diff:.3g} at {self.worst[0][0]}; "
+            f"rows {self.rows[:12]}"
+        )
+        yield f"  abs diff: max {self.max_abs_diff:.4g}, mean {self.mean_abs_diff:.4g}"
+        yield f"  rel diff: max {self.max_rel_diff:.4g}, mean {self.mean_rel_diff:.4g}"
+        yield "  worst: " + "; ".join(f"{index} got {got:.5g}, expected {expected:.5g}" for index, got, expected in self.worst)
+
+
+def compare_tensors(actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance, name: str) -> tuple[float, Mismatch | None]:
+    """(max abs diff, None) when `actual` matches `expected`, else (max abs diff, how they differ).
+
+    Callers check shape and dtype first. Integer tensors must be equal; NaN or inf differing from the snapshot
+    counts as an infinite difference.
+    """
+    if actual.numel() == 0:
+        return 0.0, None
+    a, e = actual.double(), expected.double()
+    same = (a == e) | (torch.isnan(a) & torch.isnan(e))
+    diff = torch.where(same, torch.zeros_like(a), (a - e).abs().nan_to_num(nan=float("inf")))
+    allowed = tolerance.atol + tolerance.rtol * e.abs() if actual.is_floating_point() else torch.zeros_like(e)
+    bad = diff > allowed
+    max_abs = float(diff.max())
+    if not bad.any():
+        return max_abs, None
+    rel = diff / e.abs().clamp(min=torch.finfo(torch.float64).tiny)
+    order = diff.flatten().argsort(descending=True)[:WORST_SHOWN]
+    worst = []
+    for flat in order.tolist():
+        index = [int(i) for i in torch.unravel_index(torch.tensor(flat), diff.shape)]
+        worst.append((index, float(a.flatten()[flat]), float(e.flatten()[flat])))
+    rows = sorted({int(i) for i in torch.nonzero(bad)[:, 0]}) if bad.dim() else [0]
+    return max_abs, Mismatch(
+        name=name,
+        shape=tuple(actual.shape),
+        differing=int(bad.sum()),
+        max_abs_diff=max_abs,
+        mean_abs_diff=float(diff.nan_to_num(posinf=0.0).mean()),
+        max_rel_diff=float(rel.max()),
+        mean_rel_diff=float(rel.nan_to_num(posinf=0.0).mean()),
+        worst=worst,
+        rows=rows,
+    )
+
+
+def decode(data: bytes, source: str) -> dict[str, torch.Tensor]:
+    """The tensors of a snapshot file's bytes; a SnapshotFileError names `source` and the command that rewrites it."""
+    try:
+        return load_tensors(data)
+    except (SafetensorError, ValueError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SnapshotFileError(
+            f"{source} is unreadable ({reason}); rewrite it with: {UPDATE_COMMAND}"
+        ) from None
+
+
+class TensorSnapshotExtension(SingleFileSnapshotExtension):
+    """One safetensors file per snapshot under fixtures/snapshots/<test file>/, compared within `tolerance`.
+
+    Snapshot names leave out the target (dtype, device, attention): every target compares against the one
+    reference recorded on float32 CPU. Use `with_tolerance` to get the extension for a target's tolerance.
+    """
+
+    file_extension = "safetensors"
+    tolerance = Tolerance(atol=0.0, rtol=0.0, greedy_tokens_identical=True)
+
+    def __init__(self):
+        self.metrics: dict = {}  # the latest comparison's figures; a test may bind this to its results metrics
+        self.mismatches: list[str] = []  # the latest comparison's failure lines
+
+    def serialize(self, data: dict[str, torch.Tensor], **_) -> bytes:
+        return save_tensors({name: tensor.detach().cpu().contiguous() for name, tensor in data.items()})
+
+    def matches(self, *, serialized_data: bytes, snapshot_data: bytes) -> bool:
+        actual = load_tensors(serialized_data)
+        try:
+            expected = decode(snapshot_data, "the recorded snapshot")
+        except SnapshotFileError as error:  # unreadable: a mismatch, so that --snapshot-update rewrites it
+            self.mismatches = [str(error)]
+            return False
+        self.mismatches = []
+        if actual.keys() != expected.keys():
+            self.mismatches.append(f"tensor names {sorted(actual)} != recorded {sorted(expected)}")
+            return False
+        worst = 0.0
+        for name in sorted(expected):
+            got, want = actual[name], expected[name]
+            if got.dtype != want.dtype or got.shape != want.shape:
+                self.mismatches.append(
+                    f"{name}: dtype {got.dtype}, shape {tuple(got.shape)} != recorded {want.dtype}, {tuple(want.shape)}"
+                )
+                continue
+            max_abs, mismatch = compare_tensors(got, want, self.tolerance, name)
+            worst = max(worst, max_abs)
+            if mismatch is not None:
+                self.mismatches.extend(mismatch.lines(self.tolerance))
+        self.metrics.update(max_abs_diff=worst, atol=self.tolerance.atol, rtol=self.tolerance.rtol)
+        return not self.mismatches
+
+    def diff_lines(self, serialized_data, snapshot_data) -> Iterator[str]:
+        yield from self.mismatches or ["no recorded snapshot to compare with"]
+
+    @classmethod
+    def dirname(cls, *, test_location) -> str:
+        """fixtures/snapshots/<test file>/, or <folder>/<test file>/ when --snapshot-dirname names another folder
+        than syrupy's default (the project's tests record into a temporary one)."""
+        if str(cls.snapshot_dirname) == SYRUPY_DEFAULT_DIRNAME:
+            return str(SNAPSHOTS / test_location.basename)
+        return str(Path(test_location.filepath).parent / cls.snapshot_dirname / test_location.basename)
+
+    @classmethod
+    def get_snapshot_name(cls, *, test_location, index=0) -> str:
+        name = super().get_snapshot_name(test_location=test_location, index=index)
+        target = test_location.item.callspec.params.get("target")
+        return name.replace(f"{target.id}-", "", 1) if target is not None else name
+
+    @classmethod
+    def matches_test_location(cls, *, test_location, snapshot_location: str) -> bool:
+        """Whether `snapshot_location` is this test's file (its name without the target)."""
+        return Path(snapshot_location) == Path(cls.get_location(test_location=test_location, index=0))
+
+    @classmethod
+    @functools.cache
+    def with_tolerance(cls, tolerance: Tolerance) -> type[TensorSnapshotExtension]:
+        """The extension comparing within `tolerance` (one class per tolerance: syrupy instantiates classes)."""
+        return type(cls.__name__, (cls,), {"tolerance": tolerance})
+
+
+def recorded(snapshot) -> dict[str, torch.Tensor] | None:
+    """The tensors recorded for a syrupy `snapshot` assertion using this extension, or None if none are."""
+    location = snapshot.extension.get_location(test_location=snapshot.test_location, index=snapshot.index)
+    if not Path(location).exists():
+        return None
+    return decode(Path(location).read_bytes(), f"snapshot file {_shown(location)}")
+
+
+def _shown(location: str) -> str:
+    path = Path(location)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)

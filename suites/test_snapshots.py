@@ -1,0 +1,68 @@
+"""Property 5: reference logits recorded once still hold.
+
+Equality with recomputation cannot see a change that moves the cached path and recomputation the same way (a
+changed mask, RoPE or scaling). These tests compare every release, dtype, device and attention implementation
+with logits recorded once, on the newest release in float32 on CPU with eager attention, and kept as syrupy
+snapshots under fixtures/snapshots/ (cache_conformance/snapshots.py): for a few fixed prompts to the embedded
+checkpoint, the prefill logits and the logits of DECODE_STEPS decode steps with the static cache, far past the
+sliding window. Each dtype compares with its tolerance against a float32 reference
+(tolerances.reference_tolerance_for); in float32 each step's greedy choice must also be the recorded token.
+
+Record, or re-record after a deliberate change:  pytest suites/test_snapshots.py -p no:xdist --snapshot-update
+"""
+
+import pytest
+import torch
+
+from cache_conformance import checkpoint
+from cache_conformance.snapshots import (
+    SnapshotFileError,
+    TensorSnapshotExtension,
+    greedy_choices,
+    recorded,
+    reference_run,
+)
+from cache_conformance.targets import Target
+from cache_conformance.tolerances import reference_tolerance_for
+
+REFERENCE = Target("float32", "cpu", "eager")
+# Fixed lengths, not read from the model: the embedded checkpoint's window is 8, and a model whose window changed
+# must be compared on the same sequences (and fail on its logits).
+PROMPT_LENGTHS = {"prompt-5-shorter-than-window": 5, "prompt-8-equal-to-window": 8, "prompt-13-longer-than-window": 13}
+DECODE_STEPS = 20
+
+
+@pytest.fixture
+def logits_snapshot(snapshot, target, metrics, checkpoint_path):
+    """syrupy's snapshot with the tensor extension at this target's tolerance; its max abs diff goes to `metrics`."""
+    if checkpoint_path != checkpoint.EMBEDDED:
+        pytest.skip("reference logits are recorded for the embedded checkpoint only")
+    tolerance = reference_tolerance_for(target.dtype_name, target.device)
+    assertion = snapshot.use_extension(TensorSnapshotExtension.with_tolerance(tolerance))
+    # Only the reference target records on --snapshot-update; every other target compares with what it recorded.
+    assertion.update_snapshots = assertion.update_snapshots and target == REFERENCE
+    assertion.extension.metrics = metrics
+    return assertion
+
+
+@pytest.mark.parametrize("prompt_length", PROMPT_LENGTHS.values(), ids=PROMPT_LENGTHS.keys())
+def test_logits_match_the_recorded_reference(model, tokens, logits_snapshot, prompt_length):
+    prompt = tokens(1, prompt_length)
+    try:
+        reference = None if logits_snapshot.update_snapshots else recorded(logits_snapshot)
+    except SnapshotFileError as error:
+        pytest.fail(str(error), pytrace=False)
+    fits = reference is not None and reference["tokens"].shape == (prompt_length + DECODE_STEPS,)
+    # Decode the recorded tokens where there are some, greedily otherwise (a misfit then fails on its shape).
+    run = reference_run(model, prompt, DECODE_STEPS, reference["tokens"][prompt_length:] if fits else None)
+
+    assert logits_snapshot == run
+
+    if logits_snapshot.extension.tolerance.greedy_tokens_identical:
+        chosen, fed = greedy_choices(run), run["tokens"][prompt_length:]
+        for step in torch.nonzero(chosen != fed).flatten().tolist()[:1]:
+            pytest.fail(
+                f"decode step {step + 1} (position {prompt_length + step}): the logits before it rank token "
+                f"{int(chosen[step])} first, the reference chose {int(fed[step])}",
+                pytrace=False,
+            )
