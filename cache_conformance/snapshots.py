@@ -93,10 +93,14 @@ class Mismatch:
         )
         yield f"  abs diff: max {self.max_abs_diff:.4g}, mean {self.mean_abs_diff:.4g}"
         yield f"  rel diff: max {self.max_rel_diff:.4g}, mean {self.mean_rel_diff:.4g}"
-        yield "  worst: " + "; ".join(f"{index} got {got:.5g}, expected {expected:.5g}" for index, got, expected in self.worst)
+        yield "  worst: " + "; ".join(
+            f"{index} got {got:.5g}, expected {expected:.5g}" for index, got, expected in self.worst
+        )
 
 
-def compare_tensors(actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance, name: str) -> tuple[float, Mismatch | None]:
+def compare_tensors(
+    actual: torch.Tensor, expected: torch.Tensor, tolerance: Tolerance, name: str
+) -> tuple[float, Mismatch | None]:
     """(max abs diff, None) when `actual` matches `expected`, else (max abs diff, how they differ).
 
     Callers check shape and dtype first. Integer tensors must be equal; NaN or inf differing from the snapshot
@@ -132,7 +136,7 @@ def compare_tensors(actual: torch.Tensor, expected: torch.Tensor, tolerance: Tol
     )
 
 
-def decode(data: bytes, source: str) -> dict[str, torch.Tensor]:
+def read_tensors(data: bytes, source: str) -> dict[str, torch.Tensor]:
     """The tensors of a snapshot file's bytes; a SnapshotFileError names `source` and the command that rewrites it."""
     try:
         return load_tensors(data)
@@ -163,7 +167,7 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
     def matches(self, *, serialized_data: bytes, snapshot_data: bytes) -> bool:
         actual = load_tensors(serialized_data)
         try:
-            expected = decode(snapshot_data, "the recorded snapshot")
+            expected = read_tensors(snapshot_data, "the recorded snapshot")
         except SnapshotFileError as error:  # unreadable: a mismatch, so that --snapshot-update rewrites it
             self.mismatches = [str(error)]
             return False
@@ -220,7 +224,7 @@ def recorded(snapshot) -> dict[str, torch.Tensor] | None:
     location = snapshot.extension.get_location(test_location=snapshot.test_location, index=snapshot.index)
     if not Path(location).exists():
         return None
-    return decode(Path(location).read_bytes(), f"snapshot file {_shown(location)}")
+    return read_tensors(Path(location).read_bytes(), f"snapshot file {_shown(location)}")
 
 
 def _shown(location: str) -> str:

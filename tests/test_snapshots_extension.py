@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache_conformance.snapshots import SNAPSHOTS, SnapshotFileError, TensorSnapshotExtension, decode
+from cache_conformance.snapshots import SNAPSHOTS, SnapshotFileError, TensorSnapshotExtension, read_tensors
 from cache_conformance.tolerances import Tolerance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +21,9 @@ EXTENSION = TensorSnapshotExtension.with_tolerance(Tolerance(atol=0.1, rtol=0.0,
 def compared(actual: dict, expected: dict):
     """(matches, failure lines, metrics) of comparing two tensor dicts through the extension's bytes."""
     extension = EXTENSION()
-    matches = extension.matches(serialized_data=extension.serialize(actual), snapshot_data=extension.serialize(expected))
+    matches = extension.matches(
+        serialized_data=extension.serialize(actual), snapshot_data=extension.serialize(expected)
+    )
     return matches, list(extension.diff_lines(None, None)), extension.metrics
 
 
@@ -29,7 +31,7 @@ def test_bfloat16_is_stored_exactly_and_serialisation_is_deterministic():
     values = {"logits": torch.randn(3, 5, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)}
     data = EXTENSION().serialize(values)
     assert data == EXTENSION().serialize({"logits": values["logits"].clone()})
-    assert torch.equal(decode(data, "test data")["logits"], values["logits"])
+    assert torch.equal(read_tensors(data, "test data")["logits"], values["logits"])
 
 
 def test_within_tolerance_matches_and_records_the_worst_difference():
@@ -58,7 +60,8 @@ def test_nan_where_the_snapshot_has_a_number_is_a_difference():
 @pytest.mark.parametrize(
     "actual, message",
     [
-        ({"x": torch.zeros(2, dtype=torch.float64)}, "x: dtype torch.float64, shape (2,) != recorded torch.float32, (2,)"),
+        ({"x": torch.zeros(2, dtype=torch.float64)},
+         "x: dtype torch.float64, shape (2,) != recorded torch.float32, (2,)"),
         ({"x": torch.zeros(3)}, "x: dtype torch.float32, shape (3,) != recorded torch.float32, (2,)"),
         ({"y": torch.zeros(2)}, "tensor names ['y'] != recorded ['x']"),
     ],
@@ -77,7 +80,7 @@ def test_integers_must_be_equal():
 def test_an_unreadable_snapshot_is_a_one_line_error_naming_the_rewrite_command():
     data = EXTENSION().serialize({"x": torch.zeros(8)})
     with pytest.raises(SnapshotFileError) as error:
-        decode(data[: len(data) // 2], "snapshot file some.safetensors")
+        read_tensors(data[: len(data) // 2], "snapshot file some.safetensors")
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("snapshot file some.safetensors is unreadable (")
