@@ -151,7 +151,7 @@ def test_the_runners_stand_in_is_read_as_a_crashed_release(tmp_path):
     assert [(run.release, run.crashed) for run in loaded] == [("5.1", "exit code 1: could not install deps")]
 
 
-def test_crash_reason_is_the_last_telling_line_of_the_log(tmp_path):
+def test_crash_reason_is_the_first_line_naming_an_error(tmp_path):
     log = tmp_path / "run.log"
     log.write_text("$ tox run -e py311-transformers-4.50\ninstalling\n"
                    "  × No solution found when resolving dependencies\nERROR: could not install deps\n"
