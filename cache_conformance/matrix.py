@@ -134,11 +134,18 @@ def write_stand_in(folder: Path, release: str, reason: str, *, env: str, started
 
 def crash_reason(log: Path, code: int) -> str:
     """One line saying why a run produced no results: the first line of its log that names an error (the cause,
-    e.g. uv's "× No solution found ..."; tox's own "FAIL code 1" follows it), else the last line."""
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()[1:] if line.strip()]
-    telling = [line for line in lines if re.search(r"^×|error|Traceback|Killed", line, re.IGNORECASE)]
-    line = telling[0] if telling else (lines or ["no output"])[-1]
-    return f"exit code {code}: {line[:300]}"
+    e.g. uv's "error: No solution found ...", with uv's explanation when the next line gives one; tox's own
+    "FAIL code 1" comes later), else the last line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))  # colour codes
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    telling = [n for n, line in enumerate(lines) if re.search(r"^×|error|Traceback|Killed", line, re.IGNORECASE)]
+    if not telling:
+        return f"exit code {code}: {(lines or ['no output'])[-1][:300]}"
+    first = telling[0]
+    reason = lines[first]
+    if first + 1 < len(lines) and lines[first + 1].startswith(("cause:", "╰─▶", "Because")):
+        reason += " " + lines[first + 1]
+    return f"exit code {code}: {reason[:300]}"
 
 
 def progress_line(jobs: list[Job], started: float) -> str:

@@ -157,6 +157,13 @@ def test_crash_reason_is_the_first_line_naming_an_error(tmp_path):
                    "  × No solution found when resolving dependencies\nERROR: could not install deps\n"
                    "  py311-transformers-4.50: FAIL code 1 (3.2 seconds)\n\n")
     assert matrix.crash_reason(log, 1) == "exit code 1: × No solution found when resolving dependencies"
+    log.write_text("$ tox run -e py311-transformers-4.51\n\x1b[31mUsing Python 3.11.7 environment\n"
+                   "error: No solution found when resolving dependencies\n"
+                   "  cause: Because there is no version of torch==0.0.1 and you require torch==0.0.1, ...\n"
+                   "\x1b[39mpy311-transformers-4.51: exit 1 (0.92 seconds)\n  py311-transformers-4.51: FAIL code 1\n")
+    assert matrix.crash_reason(log, 1) == ("exit code 1: error: No solution found when resolving dependencies "
+                                           "cause: Because there is no version of torch==0.0.1 and you require "
+                                           "torch==0.0.1, ...")
     log.write_text("$ tox run -e py311-transformers-4.50\nsuites/test_equivalence.py ....\nSegmentation fault\n")
     assert matrix.crash_reason(log, -11) == "exit code -11: Segmentation fault"
 
