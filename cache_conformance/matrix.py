@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,8 +187,8 @@ def run_matrix(releases: list[str], settings: Settings) -> list[Job]:
     last = ""
     while any(thread.is_alive() for thread in threads):
         line = progress_line(jobs, started)
-        if interactive:
-            print("\r\033[K" + line, end="", flush=True)
+        if interactive:  # one line redrawn in place: cut to the terminal's width so that it never wraps
+            print("\r\033[K" + line[:shutil.get_terminal_size().columns - 1], end="", flush=True)
         elif line.split("]")[0] != last.split("]")[0] or line.split("failures:")[1] != last.split("failures:")[1]:
             print(line, flush=True)  # in a log (CI), one line per change of state
         last = line
