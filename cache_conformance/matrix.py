@@ -156,9 +156,8 @@ def progress_line(jobs: list[Job], started: float) -> str:
     problems = [f"{j.release} {j.detail}" if j.state == "failed" else f"{j.release} crashed"
                 for j in done if j.state != "passed"]
     return (f"[{len(done)}/{len(jobs)} done, {len(jobs) - len(done) - len(running)} waiting] "
-            f"{elapsed(now - started)} elapsed | running: "
-            + (", ".join(f"{j.release} ({elapsed(now - j.started)})" for j in running) or "-")
-            + " | failures: " + ("; ".join(problems) or "none"))
+            f"{elapsed(now - started)} elapsed | failures: " + ("; ".join(problems) or "none")
+            + " | running: " + (", ".join(f"{j.release} ({elapsed(now - j.started)})" for j in running) or "-"))
 
 
 def elapsed(seconds: float) -> str:
@@ -189,8 +188,8 @@ def run_matrix(releases: list[str], settings: Settings) -> list[Job]:
         line = progress_line(jobs, started)
         if interactive:  # one line redrawn in place: cut to the terminal's width so that it never wraps
             print("\r\033[K" + line[:shutil.get_terminal_size().columns - 1], end="", flush=True)
-        elif line.split("]")[0] != last.split("]")[0] or line.split("failures:")[1] != last.split("failures:")[1]:
-            print(line, flush=True)  # in a log (CI), one line per change of state
+        elif line.split("]")[0] != last.split("]")[0]:
+            print(line, flush=True)  # in a log (CI), one line per release started or finished
         last = line
         time.sleep(1)
     print(("\r\033[K" if interactive else "") + progress_line(jobs, started))
