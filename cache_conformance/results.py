@@ -66,11 +66,12 @@ class ResultsCollector:
 
     def add(self, report) -> None:
         props = dict(report.user_properties)
+        nodeid = without_xdist_group(report.nodeid)
         record = self.records.setdefault(
-            report.nodeid,
+            nodeid,
             {
-                "id": report.nodeid,
-                "check": props.get("check", report.nodeid),
+                "id": nodeid,
+                "check": props.get("check", nodeid),
                 "suite": props.get("suite", ""),
                 "params": props.get("params", {}),
                 "outcome": "passed",
@@ -101,6 +102,12 @@ class ResultsCollector:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def without_xdist_group(nodeid: str) -> str:
+    """The node id as collected: newer pytest-xdist appends "@<group>" to the ids of tests in an xdist_group."""
+    head, marker, _ = nodeid.rpartition("]@")
+    return head + "]" if marker else nodeid
 
 
 def _phase_outcome(report) -> tuple[str | None, str | None]:

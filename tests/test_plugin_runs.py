@@ -90,3 +90,17 @@ def test_another_checkpoint_folder_is_used_when_given(run_suites, tmp_path):
     code, output, results = run_suites(*ONE_CHECK, f"--checkpoint={local}")
     assert code == 0, output
     assert results["run_info"]["checkpoint"].startswith(f"{local} (local checkpoint")
+
+
+@pytest.mark.parametrize(
+    "reported, recorded",
+    [
+        ("suites/test_x.py::test_y[float32-cuda-sdpa]@float32-cuda-sdpa", "suites/test_x.py::test_y[float32-cuda-sdpa]"),
+        ("suites/test_x.py::test_y[float32-cpu-eager]", "suites/test_x.py::test_y[float32-cpu-eager]"),
+        ("suites/test_checkpoint.py::test_z", "suites/test_checkpoint.py::test_z"),
+    ],
+)
+def test_results_keep_the_collected_id_when_xdist_appends_its_group(reported, recorded):
+    from cache_conformance.results import without_xdist_group
+
+    assert without_xdist_group(reported) == recorded
