@@ -45,9 +45,10 @@ def release_note() -> str | None:
     return None
 
 
-def load_model(path, *, dtype: torch.dtype, device: str, attn_implementation: str):
-    """Load a Gemma 3 text checkpoint through the ordinary from_pretrained path, in eval mode."""
-    model, _ = _from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+def load_model(path, *, dtype: torch.dtype, device: str, attn_implementation: str, **config_overrides):
+    """Load a Gemma 3 text checkpoint through the ordinary from_pretrained path, in eval mode; `config_overrides`
+    (e.g. sliding_window=3) replace config values, as from_pretrained's keyword arguments do on every release."""
+    model, _ = _from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation, **config_overrides)
     return model.to(device).eval()
 
 
@@ -58,7 +59,7 @@ def weights_not_loaded(path) -> dict[str, list[str]]:
     return {kind: sorted(names) for kind, names in info.items() if kind != "error_msgs" and names}
 
 
-def _from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str):
+def _from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str, **config_overrides):
     dtype_keyword = "dtype" if INSTALLED >= DTYPE_KEYWORD else "torch_dtype"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -68,6 +69,7 @@ def _from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str):
             use_safetensors=True,
             output_loading_info=True,
             **{dtype_keyword: dtype},
+            **config_overrides,
         )
 
 
@@ -231,10 +233,21 @@ def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, 
     return _greedy_generate(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
 
 
-@torch.no_grad()
+def generate_with_default_cache(model, input_ids, *, max_new_tokens: int):
+    """Greedy generate() with the cache it builds by default; returns (sequences, that cache)."""
+    output = _greedy_generate_output(model, input_ids, max_new_tokens)
+    return output.sequences, output.past_key_values
+
+
 def _greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
     """Exactly `max_new_tokens` greedy tokens; returns (sequences, raw logits of each new step)."""
-    output = model.generate(
+    output = _greedy_generate_output(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
+    return output.sequences, torch.stack(output.logits, dim=1)
+
+
+@torch.no_grad()
+def _greedy_generate_output(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
+    return model.generate(
         input_ids,
         attention_mask=attention_mask if attention_mask is not None else torch.ones_like(input_ids),
         max_new_tokens=max_new_tokens,
@@ -245,4 +258,3 @@ def _greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None,
         pad_token_id=model.config.pad_token_id,
         **cache_arguments,
     )
-    return output.sequences, torch.stack(output.logits, dim=1)

@@ -57,6 +57,22 @@ def _early_eviction(update):
     return patched
 
 
+def _wrong_slot(update):
+    @functools.wraps(update)
+    def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+        result = update(self, key_states, value_states, layer_idx, *args, **kwargs)
+        if key_states.shape[2] == 1 and adapter.layer_is_sliding(self, layer_idx):
+            keys, values = adapter.layer_storage(self, layer_idx)
+            written = torch.nonzero((keys == key_states.to(keys.dtype)).all(dim=3).all(dim=1).all(dim=0)).flatten()
+            if len(written) == 1 and int(written[0]) > 0:  # swap the new token's slot with its predecessor's
+                new = int(written[0])
+                for stored in (keys, values):
+                    stored[:, :, [new - 1, new]] = stored[:, :, [new, new - 1]]
+        return result
+
+    return patched
+
+
 def _silent_overflow(wrap_around: bool):
     """A full layer that cannot take the new positions swallows the error: it either writes them over its oldest
     positions (wrap-around) or drops them, and attention goes on over whatever the buffer holds."""
@@ -160,8 +176,15 @@ CATALOGUE = {
         Fault(
             "early-eviction",
             "a full sliding layer drops its oldest token one step early (the window holds W-1 tokens)",
-            "equivalence",
+            "sliding_window",
             cache_update_wrapped_by(_early_eviction),
+        ),
+        Fault(
+            "wrong-slot",
+            "a sliding layer writes each decoded token into its predecessor's slot (and the predecessor into the "
+            "new token's): the right tokens in the wrong order, invisible in the logits",
+            "sliding_window",
+            cache_update_wrapped_by(_wrong_slot),
         ),
         Fault(
             "batch-rows-swapped",

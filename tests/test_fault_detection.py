@@ -13,7 +13,7 @@ from cache_conformance import faults
 
 SLICES = {
     suite: [f"suites/test_{suite}.py", "--device", "cpu", "-k", "float32-cpu-eager"]
-    for suite in ("equivalence", "overflow", "memory", "snapshots")
+    for suite in ("equivalence", "overflow", "memory", "snapshots", "sliding_window")
 }
 # What a failure message must say: where (step, chunk, position) and how much, or what the call did.
 POINTS_AT_THE_FAULT = {
@@ -25,6 +25,10 @@ POINTS_AT_THE_FAULT = {
     "memory": re.compile(
         r"decode step \d+ \(position \d+\): layer \d+ (keys|values) moved to new storage .* bytes"
         r"|grew by \d+ bytes per (step|call)"
+    ),
+    "sliding_window": re.compile(
+        r"(prefill|decode step \d+|chunk \d+ of \d+|generate\(\)).*: layer \d+ \((sliding|full-attention)\), "
+        r"slot \d+, batch \d+: should hold position \d+ but holds .*; max abs diff [0-9.e+-]+ exceeds tolerance"
     ),
     "snapshots": re.compile(
         r"(prefill|decode): \d+ of \d+ elements \([0-9.]+%\) differ beyond .*; max abs diff [0-9.e+-]+ at \[\d+, \d+\]; "

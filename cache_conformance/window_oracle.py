@@ -1,0 +1,265 @@
+"""An independent oracle for what each cache layer must hold, and the checks that compare a cache with it.
+
+The oracle runs the model once without any cache over the same tokens and captures, with forward hooks, the keys
+and values every attention layer computes: the key norm's output with rotary embedding applied here (not by
+transformers' code), and the value projection's output. Those are the tensors a cache stores, position by
+position, so the oracle shares no code path with the cache.
+
+What a layer must hold is modelled in pure Python (`Window`, a deque of positions); which slot holds which
+position is the adapter's knowledge (`adapter.slot_positions`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from cache_conformance import adapter
+
+UNUSED = None  # a slot that holds no position: it must be all zeros
+
+
+@dataclass(frozen=True)
+class ContentTolerance:
+    """How far a stored key or value may be from the oracle's. The same position computed in a prefill, a chunk or
+    a decode step goes through different matrix-multiply blockings, and the differences grow with depth.
+    Measured on transformers 5.23 (6 schedules of prefill, decode and chunks, every layer and slot,
+    eager and sdpa): largest difference float32 3.9e-5, bfloat16 0.30, float16 0.051, with keys and values up
+    to 7 in size; a slot holding another position differs by at least 3.3 in every dtype. The tolerances keep
+    a 2-5x margin above the largest and 5x below the smallest wrong-position difference."""
+
+    atol: float
+
+    def allows(self, diff: torch.Tensor) -> bool:
+        return bool((diff <= self.atol).all())
+
+
+CONTENT_TOLERANCES = {
+    torch.float32: ContentTolerance(atol=2e-4),
+    torch.bfloat16: ContentTolerance(atol=0.6),
+    torch.float16: ContentTolerance(atol=0.12),
+}
+
+
+def content_tolerance(dtype: torch.dtype) -> ContentTolerance:
+    return CONTENT_TOLERANCES[dtype]
+
+
+class Window:
+    """The positions a layer must hold after each call, as a plain deque: the last `size` positions fed, oldest
+    first (size None: every position)."""
+
+    def __init__(self, size: int | None):
+        self.size = size
+        self.held: deque[int] = deque(maxlen=size)
+        self.seen = 0
+
+    def feed(self, count: int) -> None:
+        for _ in range(count):
+            self.held.append(self.seen)
+            self.seen += 1
+
+    def reset(self) -> None:
+        self.held.clear()
+        self.seen = 0
+
+
+def _attention_modules(model) -> list:
+    """Each decoder layer's attention module, in layer order."""
+    found = [m for m in model.modules() if hasattr(m, "k_norm") and hasattr(m, "v_proj") and hasattr(m, "layer_idx")]
+    return sorted(found, key=lambda m: m.layer_idx)
+
+
+def _with_rotary(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, written out here: keys (batch, heads, seq, dim); cos/sin (batch, seq, dim)."""
+    half = keys.shape[-1] // 2
+    rotated = torch.cat((-keys[..., half:], keys[..., :half]), dim=-1)
+    return keys * cos[:, None] + rotated * sin[:, None]
+
+
+@torch.no_grad()
+def oracle_keys_values(model, input_ids, *, attention_mask=None, position_ids=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the (keys, values) a cache must store for every position of `input_ids`, each of shape
+    (batch, kv_heads, seq, head_dim), from one forward pass without cache."""
+    captured: dict[int, dict[str, torch.Tensor]] = {}
+    handles = []
+    for module in _attention_modules(model):
+        slot = captured.setdefault(module.layer_idx, {})
+
+        def take_rotary(_module, _args, kwargs, slot=slot):
+            slot["cos"], slot["sin"] = kwargs["position_embeddings"]
+
+        def take_normed_keys(_module, _args, output, slot=slot):
+            slot["keys"] = output
+
+        def take_values(_module, _args, output, slot=slot, heads=model.config.num_key_value_heads):
+            batch, seq, _ = output.shape
+            slot["values"] = output.view(batch, seq, heads, -1).transpose(1, 2)
+
+        handles += [
+            module.register_forward_pre_hook(take_rotary, with_kwargs=True),
+            module.k_norm.register_forward_hook(take_normed_keys),
+            module.v_proj.register_forward_hook(take_values),
+        ]
+    try:
+        adapter.forward(model, input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [
+        (_with_rotary(c["keys"], c["cos"], c["sin"]), c["values"])
+        for _, c in sorted(captured.items())
+    ]
+
+
+def _slot_diffs(cache, layer: int, slot: int, oracle) -> torch.Tensor:
+    """Max abs difference (keys and values) between one stored slot and every oracle position: (batch, positions)."""
+    keys, values = adapter.layer_storage(cache, layer)
+    oracle_keys, oracle_values = oracle[layer]
+    key_diff = (keys[:, :, slot : slot + 1].double() - oracle_keys.double()).abs().amax(dim=(1, 3))
+    value_diff = (values[:, :, slot : slot + 1].double() - oracle_values.double()).abs().amax(dim=(1, 3))
+    return torch.maximum(key_diff, value_diff)
+
+
+def held_positions(cache, layer: int, oracle, row: int, tolerance: ContentTolerance) -> list[int | None | str]:
+    """What each slot of `layer` actually holds for batch `row`: the oracle position it matches (the latest one
+    if several match, e.g. identical padding), UNUSED if all zeros, or "?" if it matches no position."""
+    keys, values = adapter.layer_storage(cache, layer)
+    found: list[int | None | str] = []
+    for slot in range(keys.shape[2]):
+        if not keys[row, :, slot].any() and not values[row, :, slot].any():
+            found.append(UNUSED)
+            continue
+        matches = torch.nonzero(_slot_diffs(cache, layer, slot, oracle)[row] <= tolerance.atol).flatten().tolist()
+        found.append(matches[-1] if matches else "?")
+    return found
+
+
+def _describe(held) -> str:
+    return "zeros (unused)" if held is UNUSED else "keys and values of no position in the sequence" if held == "?" else f"position {held}"
+
+
+def check_layer(cache, layer: int, oracle, expected_slots: list[int | None], tolerance: ContentTolerance, *,
+                where: str, kind: str, attention_mask=None) -> int:
+    """Assert every slot of `layer` holds the oracle's keys and values of the position `expected_slots` names
+    (UNUSED: all zeros), for every batch row; slots holding a padded position of a row are not compared.
+    `kind` names the layer's attention in the message. Returns the number of (slot, row) pairs compared."""
+    keys, values = adapter.layer_storage(cache, layer)
+    compared = 0
+    for slot, position in enumerate(expected_slots):
+        if position is UNUSED:
+            diff = torch.maximum(keys[:, :, slot].abs().amax(dim=(1, 2)), values[:, :, slot].abs().amax(dim=(1, 2)))
+        else:
+            diff = _slot_diffs(cache, layer, slot, oracle)[:, position]
+        for row in range(keys.shape[0]):
+            if position is not UNUSED and attention_mask is not None and not attention_mask[row, position]:
+                continue
+            compared += 1
+            if tolerance.allows(diff[row]):
+                continue
+            actually = held_positions(cache, layer, oracle, row, tolerance)[slot]
+            wanted = "zeros (unused)" if position is UNUSED else f"position {position}"
+            raise AssertionError(
+                f"{where}: layer {layer} ({kind}), slot {slot}, batch {row}: should hold {wanted} but holds "
+                f"{_describe(actually)}; max abs diff {float(diff[row]):.3g} exceeds tolerance (atol "
+                f"{tolerance.atol:g}); slots should hold {_slots(expected_slots)}"
+            )
+    return compared
+
+
+def _slots(expected_slots) -> str:
+    return "[" + ", ".join("-" if p is UNUSED else str(p) for p in expected_slots) + "]"
+
+
+def _span(positions: list[int]) -> str:
+    """Positions as 'a..b' when consecutive, else listed."""
+    if positions and positions == list(range(positions[0], positions[-1] + 1)):
+        return f"{positions[0]}..{positions[-1]}" if len(positions) > 1 else str(positions[0])
+    return str(positions)
+
+
+class CacheFollower:
+    """Follows one cache through a run. After each call that fed it tokens, every layer must hold, slot by slot in
+    the release's order, the oracle's keys and values of the positions its `Window` holds. With an attention
+    mask, padded positions are not compared (their hidden states are not defined by the model) and each row's
+    sliding layers must hold that row's last min(W, real tokens) real tokens: padding takes no window slot a
+    real token needs. `log` records what each layer held after each call, for the results file."""
+
+    def __init__(self, cache, oracle, windows: list[Window], sliding: list[bool], tolerance: ContentTolerance, *,
+                 attention_mask=None):
+        self.cache, self.oracle, self.windows, self.tolerance = cache, oracle, windows, tolerance
+        self.kinds = ["sliding" if s else "full-attention" for s in sliding]
+        self.attention_mask = attention_mask
+        self.log: list[dict] = []
+
+    def fed(self, count: int, *, where: str) -> None:
+        for window in self.windows:
+            window.feed(count)
+        compared = 0
+        for layer, window in enumerate(self.windows):
+            slots = adapter.layer_storage(self.cache, layer)[0].shape[2]
+            kind = self.kinds[layer]
+            assert len(window.held) <= slots, (
+                f"{where}: layer {layer} ({kind}) has {slots} slots but must hold {len(window.held)} positions "
+                f"({_span(list(window.held))})"
+            )
+            expected = adapter.slot_order(list(window.held), slots)
+            compared += check_layer(self.cache, layer, self.oracle, expected, self.tolerance, where=where, kind=kind,
+                                    attention_mask=self.attention_mask)
+            if self.attention_mask is not None and window.size is not None:
+                self._padding_takes_no_real_slot(layer, window, where)
+        self.log.append({
+            "after": where,
+            "tokens_seen": self.windows[0].seen,
+            "held": {str(layer): _span(list(w.held)) for layer, w in enumerate(self.windows)},
+            "slots_compared": compared,
+        })
+
+    def reset(self) -> None:
+        for window in self.windows:
+            window.reset()
+
+    def _padding_takes_no_real_slot(self, layer: int, window: Window, where: str) -> None:
+        mask = self.attention_mask[:, : window.seen]
+        for row in range(mask.shape[0]):
+            real = [p for p in range(window.seen) if mask[row, p]]
+            needed = real[-window.size :]
+            held = [p for p in held_positions(self.cache, layer, self.oracle, row, self.tolerance)
+                    if isinstance(p, int) and mask[row, p]]
+            assert held == needed, (
+                f"{where}: layer {layer} (sliding), batch {row}: holds real positions {_span(held)} but its last "
+                f"{len(needed)} real tokens are positions {_span(needed)}: padding took window slots from real tokens"
+            )
+
+
+@torch.no_grad()
+def attention_output_changes(model, input_ids, *, layer: int, query: int, perturbed: list[int]) -> dict[int, float]:
+    """For each position p in `perturbed`: the max abs change of layer `layer`'s attention output at position
+    `query` when that layer's input at p is negated (inside the layer, so nothing else it sees changes).
+    Without cache."""
+    module = _attention_modules(model)[layer]
+    outputs = []
+    negated: list[int] = []
+
+    def take_output(_module, _args, output):
+        outputs.append(output[0][:, query].double())
+
+    def negate_one_position(_module, args, kwargs):
+        hidden = kwargs["hidden_states"].clone()
+        hidden[:, negated[-1]] = -hidden[:, negated[-1]]
+        return args, kwargs | {"hidden_states": hidden}
+
+    handles = [module.register_forward_hook(take_output)]
+    try:
+        adapter.forward(model, input_ids)
+        handles.append(module.register_forward_pre_hook(negate_one_position, with_kwargs=True))
+        for position in perturbed:
+            negated.append(position)
+            adapter.forward(model, input_ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    baseline = outputs[0]
+    return {position: float((output - baseline).abs().max()) for position, output in zip(perturbed, outputs[1:])}

@@ -1,0 +1,90 @@
+"""The sliding-window suite's helpers: the deque model, the slot layout, and the oracle checks' ability to fail."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cache_conformance import adapter
+from cache_conformance.decoding import random_tokens
+from cache_conformance.window_oracle import (
+    UNUSED,
+    Window,
+    check_layer,
+    content_tolerance,
+    held_positions,
+    oracle_keys_values,
+)
+
+CHECKPOINT = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-gemma3"
+
+
+def test_a_window_holds_the_last_positions_oldest_first():
+    window = Window(3)
+    window.feed(2)
+    assert list(window.held) == [0, 1]
+    window.feed(3)
+    assert list(window.held) == [2, 3, 4] and window.seen == 5
+    window.reset()
+    window.feed(1)
+    assert list(window.held) == [0]
+
+
+def test_an_unbounded_window_holds_every_position():
+    window = Window(None)
+    window.feed(5)
+    assert list(window.held) == [0, 1, 2, 3, 4]
+
+
+def test_slot_order_puts_unused_slots_after_the_held_positions():
+    assert adapter.slot_order([5, 6, 7], 5) == [5, 6, 7, UNUSED, UNUSED]
+    assert adapter.slot_order([5, 6], 2) == [5, 6]
+
+
+@pytest.fixture(scope="module")
+def filled():
+    """A real static cache after a prefill longer than the window, with the oracle for the same tokens."""
+    model = adapter.load_model(CHECKPOINT, dtype=torch.float32, device="cpu", attn_implementation="eager")
+    window = adapter.window(model.config)
+    sequence = random_tokens(model, 1, window + 3, torch.Generator().manual_seed(0))
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=window + 5)
+    adapter.forward(model, sequence, cache=cache)
+    return model, cache, oracle_keys_values(model, sequence), window
+
+
+def expected_slots(cache, layer, window, seen=None):
+    seen = seen or window + 3
+    slots = adapter.layer_storage(cache, layer)[0].shape[2]
+    held = list(range(seen))[-window:] if layer == 0 else list(range(seen))
+    return adapter.slot_order(held, slots)
+
+
+def test_the_oracle_matches_what_a_real_cache_stores(filled):
+    model, cache, oracle, window = filled
+    tolerance = content_tolerance(torch.float32)
+    assert check_layer(cache, 0, oracle, expected_slots(cache, 0, window), tolerance, where="prefill", kind="sliding") == window
+    assert held_positions(cache, 0, oracle, 0, tolerance) == list(range(3, window + 3))
+
+
+def test_swapped_slots_fail_with_layer_slot_and_positions(filled):
+    model, cache, oracle, window = filled
+    keys, values = (t.clone() for t in adapter.layer_storage(cache, 0))
+    try:
+        for stored in adapter.layer_storage(cache, 0):
+            stored[:, :, [0, 1]] = stored[:, :, [1, 0]]
+        with pytest.raises(AssertionError, match=r"step 2: layer 0 \(sliding\), slot 0, batch 0: should hold position 3 "
+                           r"but holds position 4; max abs diff [0-9.]+ exceeds tolerance"):
+            check_layer(cache, 0, oracle, expected_slots(cache, 0, window), content_tolerance(torch.float32),
+                        where="step 2", kind="sliding")
+    finally:
+        for stored, original in zip(adapter.layer_storage(cache, 0), (keys, values)):
+            stored.copy_(original)
+
+
+def test_a_slot_that_should_be_unused_must_be_zero(filled):
+    model, cache, oracle, window = filled
+    layer = next(i for i, sliding in enumerate(adapter.sliding_layers(model.config)) if not sliding)
+    fewer = adapter.slot_order(list(range(window + 2)), adapter.layer_storage(cache, layer)[0].shape[2])
+    with pytest.raises(AssertionError, match=rf"layer {layer} \(full-attention\), slot {window + 2}, batch 0: should "
+                       rf"hold zeros \(unused\) but holds position {window + 2}"):
+        check_layer(cache, layer, oracle, fewer, content_tolerance(torch.float32), where="x", kind="full-attention")
