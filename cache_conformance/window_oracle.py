@@ -30,10 +30,7 @@ class ContentTolerance:
     to 7 in size; a slot holding another position differs by at least 3.3 in every dtype. The tolerances keep
     a 2-5x margin above the largest and 5x below the smallest wrong-position difference."""
 
-    atol: float
-
-    def allows(self, diff: torch.Tensor) -> bool:
-        return bool((diff <= self.atol).all())
+    atol: float  # a stored key or value passes when |stored - oracle| <= atol, elementwise
 
 
 CONTENT_TOLERANCES = {
@@ -114,12 +111,13 @@ def oracle_keys_values(model, input_ids, *, attention_mask=None, position_ids=No
     ]
 
 
-def _slot_diffs(cache, layer: int, slot: int, oracle) -> torch.Tensor:
-    """Max abs difference (keys and values) between one stored slot and every oracle position: (batch, positions)."""
+def _slot_diffs(cache, layer: int, oracle) -> torch.Tensor:
+    """Max abs difference (keys and values) between every stored slot and every oracle position:
+    (batch, slots, positions)."""
     keys, values = adapter.layer_storage(cache, layer)
     oracle_keys, oracle_values = oracle[layer]
-    key_diff = (keys[:, :, slot : slot + 1].double() - oracle_keys.double()).abs().amax(dim=(1, 3))
-    value_diff = (values[:, :, slot : slot + 1].double() - oracle_values.double()).abs().amax(dim=(1, 3))
+    key_diff = (keys[:, :, :, None].double() - oracle_keys[:, :, None].double()).abs().amax(dim=(1, 4))
+    value_diff = (values[:, :, :, None].double() - oracle_values[:, :, None].double()).abs().amax(dim=(1, 4))
     return torch.maximum(key_diff, value_diff)
 
 
@@ -127,13 +125,12 @@ def held_positions(cache, layer: int, oracle, row: int, tolerance: ContentTolera
     """What each slot of `layer` actually holds for batch `row`: the oracle position it matches (the latest one
     if several match, e.g. identical padding), UNUSED if all zeros, or "?" if it matches no position."""
     keys, values = adapter.layer_storage(cache, layer)
+    unused = (keys[row] == 0).all(dim=(0, 2)) & (values[row] == 0).all(dim=(0, 2))
+    matches = _slot_diffs(cache, layer, oracle)[row] <= tolerance.atol
     found: list[int | None | str] = []
     for slot in range(keys.shape[2]):
-        if not keys[row, :, slot].any() and not values[row, :, slot].any():
-            found.append(UNUSED)
-            continue
-        matches = torch.nonzero(_slot_diffs(cache, layer, slot, oracle)[row] <= tolerance.atol).flatten().tolist()
-        found.append(matches[-1] if matches else "?")
+        matching = torch.nonzero(matches[slot]).flatten().tolist()
+        found.append(UNUSED if unused[slot] else matching[-1] if matching else "?")
     return found
 
 
@@ -147,26 +144,27 @@ def check_layer(cache, layer: int, oracle, expected_slots: list[int | None], tol
     (UNUSED: all zeros), for every batch row; slots holding a padded position of a row are not compared.
     `kind` names the layer's attention in the message. Returns the number of (slot, row) pairs compared."""
     keys, values = adapter.layer_storage(cache, layer)
-    compared = 0
-    for slot, position in enumerate(expected_slots):
-        if position is UNUSED:
-            diff = torch.maximum(keys[:, :, slot].abs().amax(dim=(1, 2)), values[:, :, slot].abs().amax(dim=(1, 2)))
-        else:
-            diff = _slot_diffs(cache, layer, slot, oracle)[:, position]
-        for row in range(keys.shape[0]):
-            if position is not UNUSED and attention_mask is not None and not attention_mask[row, position]:
-                continue
-            compared += 1
-            if tolerance.allows(diff[row]):
-                continue
-            actually = held_positions(cache, layer, oracle, row, tolerance)[slot]
-            wanted = "zeros (unused)" if position is UNUSED else f"position {position}"
-            raise AssertionError(
-                f"{where}: layer {layer} ({kind}), slot {slot}, batch {row}: should hold {wanted} but holds "
-                f"{_describe(actually)}; max abs diff {float(diff[row]):.3g} exceeds tolerance (atol "
-                f"{tolerance.atol:g}); slots should hold {_slots(expected_slots)}"
-            )
-    return compared
+    diffs = _slot_diffs(cache, layer, oracle)
+    magnitude = torch.maximum(keys.abs().amax(dim=(1, 3)), values.abs().amax(dim=(1, 3))).double()  # (batch, slots)
+    diff = torch.stack([magnitude[:, slot] if position is UNUSED else diffs[:, slot, position]
+                        for slot, position in enumerate(expected_slots)], dim=1)
+    compared = torch.ones_like(diff, dtype=torch.bool)
+    if attention_mask is not None:
+        for slot, position in enumerate(expected_slots):
+            if position is not UNUSED:
+                compared[:, slot] = attention_mask[:, position].bool()
+    bad = (diff > tolerance.atol) & compared
+    if bad.any():
+        slot, row = (int(i) for i in torch.nonzero(bad.T)[0])  # the first slot, then the first row
+        position = expected_slots[slot]
+        actually = held_positions(cache, layer, oracle, row, tolerance)[slot]
+        wanted = "zeros (unused)" if position is UNUSED else f"position {position}"
+        raise AssertionError(
+            f"{where}: layer {layer} ({kind}), slot {slot}, batch {row}: should hold {wanted} but holds "
+            f"{_describe(actually)}; max abs diff {float(diff[row, slot]):.3g} exceeds tolerance (atol "
+            f"{tolerance.atol:g}); slots should hold {_slots(expected_slots)}"
+        )
+    return int(compared.sum())
 
 
 def _slots(expected_slots) -> str:
