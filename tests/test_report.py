@@ -186,3 +186,17 @@ def test_one_releases_files_from_different_devices_are_merged(tmp_path):
     merged = loaded[0].tests
     assert len(merged) == len(cpu["tests"])
     assert merged[(cuda["tests"][0]["check"], "float32-cuda-eager")]["outcome"] == "passed"
+
+
+def test_a_selftest_file_from_cache_conformance_selftest_is_read(tmp_path):
+    """selftest.py names each fault under "fault" (and adds evidence); the agreed format says "name": both load."""
+    shutil.copy(FIXTURES / "transformers-5.0.0.json", tmp_path)
+    (tmp_path / "selftest-transformers-5.0.0.json").write_text(json.dumps({
+        "format": 1, "kind": "selftest", "transformers": "5.0.0", "detected": 0, "total": 1,
+        "faults": [{"fault": "hidden-copy", "description": "d", "property": "memory", "caught": False,
+                    "tests_failed": [], "evidence": "no memory test failed"}]}))
+    loaded, errors = load_results(tmp_path)
+    assert errors == []
+    assert [f["name"] for f in loaded[0].selftest["faults"]] == ["hidden-copy"]
+    assert main(["--results", str(tmp_path), "--output", str(tmp_path / "site")]) == 0
+    assert "hidden-copy" in (tmp_path / "site" / "index.html").read_text()
