@@ -63,7 +63,8 @@ def feed_chunks(model, follower: CacheFollower, sequence, sizes, *, attention_ma
         start = end
 
 
-def prefill_then_decode(prompt_length: int, steps: int) -> list[int]:
+def decode_schedule(prompt_length: int, steps: int) -> list[int]:
+    """Chunk sizes of a prefill followed by `steps` one-token decode steps."""
     return [prompt_length, *[1] * steps]
 
 
@@ -110,7 +111,7 @@ PROMPT_LENGTHS = {  # as a function of W
 def test_static_cache_contents_prefill_then_decode(model, window, tokens, metrics, prompt):
     """One-token decoding from each prompt length until past the window boundary (at least two steps)."""
     prompt_length = PROMPT_LENGTHS[prompt](window)
-    sizes = prefill_then_decode(prompt_length, max(2, window + 2 - prompt_length))
+    sizes = decode_schedule(prompt_length, max(2, window + 2 - prompt_length))
     sequence = tokens(1, sum(sizes))
     cache = adapter.make_static_cache(model, batch_size=1, capacity=sum(sizes))
     follower = follow(model, cache, sequence, static_windows(model, window))
@@ -156,7 +157,7 @@ def test_static_cache_contents_left_padded_batch(model, window, tokens, metrics)
     attention_mask = torch.cat([prompt_mask, torch.ones_like(continuation)], dim=1)
     cache = adapter.make_static_cache(model, batch_size=len(lengths), capacity=sequence.shape[1])
     follower = follow(model, cache, sequence, static_windows(model, window), attention_mask=attention_mask)
-    feed_chunks(model, follower, sequence, prefill_then_decode(max(lengths), steps), attention_mask=attention_mask,
+    feed_chunks(model, follower, sequence, decode_schedule(max(lengths), steps), attention_mask=attention_mask,
                 label="decode")
     metrics["content_checks"] = follower.log
 
@@ -164,10 +165,10 @@ def test_static_cache_contents_left_padded_batch(model, window, tokens, metrics)
 def test_static_cache_contents_after_reset(model, window, tokens, metrics):
     """A cache reused after reset() holds only the new sequence's positions (unused slots zero again)."""
     first, second = tokens(1, window + 4), tokens(1, 2 * window + 1)
-    second_sizes = prefill_then_decode(window - 1, window + 2)
+    second_sizes = decode_schedule(window - 1, window + 2)
     cache = adapter.make_static_cache(model, batch_size=1, capacity=second.shape[1])
     follower = follow(model, cache, first, static_windows(model, window))
-    feed_chunks(model, follower, first, prefill_then_decode(window + 1, 3), label="decode")
+    feed_chunks(model, follower, first, decode_schedule(window + 1, 3), label="decode")
     adapter.reset(cache)
     follower = follow(model, cache, second, static_windows(model, window))
     follower.fed(0, where="after reset()")
@@ -185,7 +186,7 @@ def dynamic_windows(model, kept: int | None) -> list[Window]:
 def test_dynamic_cache_contents_prefill_then_decode(model, window, tokens, metrics):
     """The model's growing cache: sliding layers keep what the release keeps (W-1 where it trims, else all)."""
     kept = adapter.dynamic_sliding_positions_kept(window)
-    sizes = prefill_then_decode(window + 3, 3)
+    sizes = decode_schedule(window + 3, 3)
     sequence = tokens(1, sum(sizes))
     follower = follow(model, adapter.make_dynamic_cache(model), sequence, dynamic_windows(model, kept))
     feed_chunks(model, follower, sequence, sizes, label="decode")
