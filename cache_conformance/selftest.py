@@ -34,8 +34,8 @@ FORMAT = 1
 # The smallest slice of each suite's parameterisation that still shows every fault: float32 has the tightest
 # tolerance and eager attention is available everywhere. A slice narrows the parameterisation, never the code path.
 SLICES = {
-    "equivalence": ["--device", "cpu", "-k", "float32-cpu-eager"],
-    "overflow": ["--device", "cpu", "-k", "float32-cpu-eager"],
+    prop: ["--device", "cpu", "-k", "float32-cpu-eager"]
+    for prop in ("equivalence", "overflow", "sliding_window", "memory", "snapshots")
 }
 # What a failure message must say for the failure to count as catching the fault: where and how much.
 LOCATIONS = {
@@ -44,6 +44,18 @@ LOCATIONS = {
         r"(max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+| raised \w+)"
     ),
     "overflow": re.compile(r"the call returned normally: the cache wrapped around, dropped tokens"),
+    "sliding_window": re.compile(
+        r"(prefill|decode step \d+|chunk \d+ of \d+|generate\(\)).*: layer \d+ \((sliding|full-attention)\), "
+        r"slot \d+, batch \d+: should hold position \d+ but holds .*; max abs diff [0-9.e+-]+ exceeds tolerance"
+    ),
+    "memory": re.compile(
+        r"decode step \d+ \(position \d+\): layer \d+ (keys|values) moved to new storage .* bytes"
+        r"|grew by \d+ bytes per (step|call)"
+    ),
+    "snapshots": re.compile(
+        r"(prefill|decode): \d+ of \d+ elements \([0-9.]+%\) differ beyond .*; max abs diff [0-9.e+-]+ at \[\d+, \d+\]; "
+        r"rows \[\d+"
+    ),
 }
 
 
