@@ -26,6 +26,9 @@ CACHE_LAYER_OBJECTS = Version("4.54")
 CACHE_POSITION_IGNORED = Version("5.4")
 # 5.0 renamed from_pretrained's `torch_dtype` to `dtype`.
 DTYPE_KEYWORD = Version("5.0")
+# 4.50-4.52 generate() builds a HybridCache by default (Gemma 3's config says cache_implementation="hybrid");
+# from 4.53 it builds a DynamicCache.
+GENERATE_DEFAULT_DYNAMIC = Version("4.53")
 
 
 def release_problem() -> str | None:
@@ -112,11 +115,6 @@ def dynamic_cache_trims_sliding_layers() -> bool:
     """Whether `make_dynamic_cache`'s sliding layers stop growing at the window (from 4.56; checked by the memory
     suite's control on 4.50-5.23: before 4.56 every layer grows by one position per decoded token)."""
     return INSTALLED >= STATIC_CACHE_WITH_SLIDING_LAYERS
-
-
-# 4.50-4.52 generate() builds a HybridCache by default (Gemma 3's config says cache_implementation="hybrid");
-# from 4.53 it builds a DynamicCache.
-GENERATE_DEFAULT_DYNAMIC = Version("4.53")
 
 
 def dynamic_sliding_positions_kept(window: int) -> int | None:

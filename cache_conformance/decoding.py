@@ -22,6 +22,18 @@ def random_tokens(model, batch: int, length: int, generator: torch.Generator) ->
     return torch.randint(FIRST_ORDINARY_TOKEN, high, (batch, length), generator=generator).to(model.device)
 
 
+def left_padded(model, tokens, lengths: list[int]):
+    """A batch of prompts of `lengths` drawn by `tokens(batch, length)`, left-padded to the longest (as a
+    tokenizer pads for generation), and its attention mask."""
+    longest = max(lengths)
+    prompt = tokens(len(lengths), longest)
+    attention_mask = torch.ones_like(prompt)
+    for row, length in enumerate(lengths):
+        prompt[row, : longest - length] = model.config.pad_token_id
+        attention_mask[row, : longest - length] = 0
+    return prompt, attention_mask
+
+
 def positions_from_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """Position ids that skip left padding (what generate() computes), or None for unpadded input."""
     if attention_mask is None:

@@ -48,7 +48,7 @@ def attempt(call: Callable[[], object], read_state: Callable[[], CacheState]) ->
     try:
         call()
         error = None
-    except Exception as exception:  # any exception is graded, not propagated
+    except Exception as exception:  # noqa: BLE001 - any exception is graded, not propagated
         error = exception
     return Attempt(error, before, read_state())
 

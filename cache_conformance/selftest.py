@@ -170,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
 
     problems = []
     clean_summary: dict[str, int] = {}
-    for prop in SLICES:
+    for prop, slice_args in SLICES.items():
         if not suite_file(prop).exists():
             problems.append(f"{suite_file(prop).relative_to(ROOT)} is missing")
             continue
-        clean = run_pytest([str(suite_file(prop).relative_to(ROOT)), *SLICES[prop]], workers=args.workers)
+        clean = run_pytest([str(suite_file(prop).relative_to(ROOT)), *slice_args], workers=args.workers)
         problem = clean_run_problem(clean)
         if problem:
             problems.append(f"{prop}: {problem}")

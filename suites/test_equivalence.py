@@ -14,6 +14,7 @@ from cache_conformance import adapter
 from cache_conformance.decoding import (
     chunks_against_recomputation,
     generation_against_recomputation,
+    left_padded,
     prefill_and_decode,
     random_tokens,
 )
@@ -45,14 +46,9 @@ def test_chunked_prefill_and_multi_token_continuation(model, window, tokens, com
 
 def test_left_padded_batch(model, window, tokens, compare):
     lengths = [window + 3, window - 2]
-    longest = max(lengths)
-    prompt = tokens(len(lengths), longest)
-    attention_mask = torch.ones_like(prompt)
-    for row, length in enumerate(lengths):
-        prompt[row, : longest - length] = model.config.pad_token_id
-        attention_mask[row, : longest - length] = 0
+    prompt, attention_mask = left_padded(model, tokens, lengths)
     steps = window + 2
-    cache = adapter.make_static_cache(model, batch_size=len(lengths), capacity=longest + steps)
+    cache = adapter.make_static_cache(model, batch_size=len(lengths), capacity=max(lengths) + steps)
     prefill_and_decode(model, cache, prompt, steps, compare, attention_mask=attention_mask)
 
 

@@ -123,7 +123,7 @@ def test_overflow_never_from_sliding_layers(model, window, tokens):
     for size in sizes:
         try:
             adapter.forward(model, sequence[:, start : start + size], cache=cache, start=start)
-        except Exception as error:  # any exception here is the finding
+        except Exception as error:  # noqa: BLE001 - any exception here is the finding
             pytest.fail(
                 f"chunk of {size} at positions {start}..{start + size - 1} (chunks {sizes}) into a cache of capacity "
                 f"{capacity}, window {window}, raised {overflow.describe(error)}"

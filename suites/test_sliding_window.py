@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_conformance import adapter
-from cache_conformance.decoding import positions_from_mask, random_tokens, recompute, without_padding
+from cache_conformance.decoding import left_padded, positions_from_mask, random_tokens, recompute, without_padding
 from cache_conformance.window_oracle import (
     CacheFollower,
     Window,
@@ -134,17 +134,6 @@ def test_static_cache_contents_chunked(model, window, tokens, metrics, schedule)
     follower = follow(model, cache, sequence, static_windows(model, window))
     feed_chunks(model, follower, sequence, sizes)
     metrics["content_checks"] = follower.log
-
-
-def left_padded(model, tokens, lengths: list[int]):
-    """A batch of random prompts of `lengths`, left-padded to the longest, and its attention mask."""
-    longest = max(lengths)
-    prompt = tokens(len(lengths), longest)
-    attention_mask = torch.ones_like(prompt)
-    for row, length in enumerate(lengths):
-        prompt[row, : longest - length] = model.config.pad_token_id
-        attention_mask[row, : longest - length] = 0
-    return prompt, attention_mask
 
 
 def test_static_cache_contents_left_padded_batch(model, window, tokens, metrics):

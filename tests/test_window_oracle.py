@@ -60,14 +60,14 @@ def expected_slots(cache, layer, window, seen=None):
 
 
 def test_the_oracle_matches_what_a_real_cache_stores(filled):
-    model, cache, oracle, window = filled
+    _, cache, oracle, window = filled
     tolerance = content_tolerance(torch.float32)
     assert check_layer(cache, 0, oracle, expected_slots(cache, 0, window), tolerance, where="prefill", kind="sliding") == window
     assert held_positions(cache, 0, oracle, 0, tolerance) == list(range(3, window + 3))
 
 
 def test_swapped_slots_fail_with_layer_slot_and_positions(filled):
-    model, cache, oracle, window = filled
+    _, cache, oracle, window = filled
     keys, values = (t.clone() for t in adapter.layer_storage(cache, 0))
     try:
         for stored in adapter.layer_storage(cache, 0):
