@@ -27,12 +27,7 @@ class Fault:
 
 def cache_update_wrapped_by(wrap_update: Callable) -> Callable[[pytest.MonkeyPatch], None]:
     """A patch that replaces the static cache's `update` with `wrap_update(original update)`."""
-
-    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
-        cache_class = adapter.static_cache_class()
-        monkeypatch.setattr(cache_class, "update", wrap_update(cache_class.update))
-
-    return patch
+    return _static_cache_method_replaced("update", wrap_update)
 
 
 def _reduced_precision_keys(update):
