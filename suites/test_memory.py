@@ -101,6 +101,24 @@ def test_memory_static_cache_storage_stays_put(model, window, tokens, metrics):
                     f"{len(static) - 1} decode steps)")
 
 
+def record_held_bytes(metrics, static, control, control_name: str, *, first: int, expected_control: int):
+    """Put the static cache's and the control's held-bytes series, and their growth per step from reading `first`
+    on, into the results file; returns (static growth, control growth) in bytes per step."""
+    static_rate, control_rate = (memory.growth_per_step(r.series, first) for r in (static, control))
+    metrics.update(
+        series={"static_cache": static.series, control_name: control.series},
+        series_unit="bytes",
+        bytes_per_step=static_rate,
+        control_bytes_per_step=control_rate,
+        expected_control_bytes_per_step=expected_control,
+        detection_threshold_bytes_per_step=THRESHOLD,
+        peak_bytes=static.peak,
+        control_peak_bytes=control.peak,
+        probe=static.method,
+    )
+    return static_rate, control_rate
+
+
 def test_memory_held_bytes_stay_flat_while_decoding(model, window, tokens, metrics, held_bytes):
     """Bytes held after each decode step do not grow with a static cache; the dynamic cache, measured the same
     way, grows by one position's keys and values per step in each full layer (and, where the release does not
@@ -117,18 +135,8 @@ def test_memory_held_bytes_stay_flat_while_decoding(model, window, tokens, metri
     sliding = adapter.sliding_layers(model.config)
     growing_layers = len(sliding) if not adapter.dynamic_cache_trims_sliding_layers() else sliding.count(False)
     expected = growing_layers * memory.position_bytes(model.config, batch_size=memory.BATCH, dtype=model.dtype)
-    static_rate, dynamic_rate = (memory.growth_per_step(r.series, first) for r in (static, dynamic))
-    metrics.update(
-        series={"static_cache": static.series, "dynamic_cache": dynamic.series},
-        series_unit="bytes",
-        bytes_per_step=static_rate,
-        control_bytes_per_step=dynamic_rate,
-        expected_control_bytes_per_step=expected,
-        detection_threshold_bytes_per_step=THRESHOLD,
-        peak_bytes=static.peak,
-        control_peak_bytes=dynamic.peak,
-        probe=static.method,
-    )
+    static_rate, dynamic_rate = record_held_bytes(metrics, static, dynamic, "dynamic_cache", first=first,
+                                                  expected_control=expected)
     steps = f"decode steps {first + 1}..{len(static.series) - 1}"
 
     assert abs(dynamic_rate - expected) < THRESHOLD, (
@@ -169,19 +177,10 @@ def test_memory_repeated_generations_leave_memory_where_it_was(model, window, to
     expected = memory.static_cache_bytes_from_config(model.config, batch_size=memory.BATCH, capacity=capacity,
                                                      dtype=model.dtype)
     first = WARM_UP_CALLS - 1  # the reading after the last warm-up call
-    own_rate, control_rate = (memory.growth_per_step(r.series, first) for r in (own, control))
+    # A step is one generate() call here.
+    own_rate, control_rate = record_held_bytes(metrics, own, control, "static_caches_kept_alive", first=first,
+                                               expected_control=expected)
     calls = f"calls {WARM_UP_CALLS}..{GENERATIONS} of {GENERATIONS}"
-    metrics.update(
-        series={"static_cache": own.series, "static_caches_kept_alive": control.series},
-        series_unit="bytes",
-        bytes_per_step=own_rate,  # a step is one generate() call here
-        control_bytes_per_step=control_rate,
-        expected_control_bytes_per_step=expected,
-        detection_threshold_bytes_per_step=THRESHOLD,
-        peak_bytes=own.peak,
-        control_peak_bytes=control.peak,
-        probe=own.method,
-    )
 
     # A cache may keep a few bytes of bookkeeping besides its keys and values: the control must see at least those.
     assert control_rate > expected - THRESHOLD, (
