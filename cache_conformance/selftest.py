@@ -25,7 +25,7 @@ from pathlib import Path
 
 import transformers
 
-from cache_conformance import checkpoint, faults, results
+from cache_conformance import checkpoint, faults, pins, results
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [faults.CATALOGUE[name] for name in (args.fault or sorted(faults.CATALOGUE))]
     started = time.monotonic()
+    print(f"selftest on transformers {transformers.__version__}; {pins.header_line()}", flush=True)
 
     problems = []
     clean_summary: dict[str, int] = {}

@@ -25,3 +25,9 @@ def run_suites(tmp_path):
         return completed.returncode, output, results
 
     return run
+
+
+def pytest_report_header(config):
+    from cache_conformance import pins
+
+    return [pins.header_line()]

@@ -1,0 +1,35 @@
+"""The pins of the project's own tests (constraints/project-tests.txt) move together with what the project claims
+to have checked: the adapter's newest checked release, its tox environment, the release runner's torch."""
+
+from pathlib import Path
+
+from packaging.version import Version
+
+from cache_conformance import adapter, pins, releases
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_pinned_transformers_is_the_newest_release_the_adapter_was_checked_on():
+    pinned = Version(pins.pinned("transformers"))
+    assert pinned.release[:2] == adapter.NEWEST_CHECKED.release, (
+        f"constraints/project-tests.txt pins transformers {pinned} but adapter.NEWEST_CHECKED is "
+        f"{adapter.NEWEST_CHECKED}: move both after scanning the new release"
+    )
+
+
+def test_the_pinned_release_has_its_own_tox_environment():
+    minor = ".".join(pins.pinned("transformers").split(".")[:2])
+    assert minor in releases.tox_minors((ROOT / "tox.ini").read_text())
+
+
+def test_the_pinned_torch_is_the_one_the_environments_install():
+    assert pins.pinned("torch") == releases.TORCH
+    assert f"torch=={releases.TORCH}" in (ROOT / "tox.ini").read_text()
+
+
+def test_a_pin_is_read_exactly(tmp_path):
+    path = tmp_path / "constraints.txt"
+    path.write_text("# transformers==0.0 in a comment is no pin\ntransformers-extra==1.0\ntransformers==5.24.0\n")
+    assert pins.pinned("transformers", path) == "5.24.0"
+    assert pins.pinned("torch", path) is None
