@@ -9,6 +9,8 @@ A mismatch is reported with pytest-regressions-style statistics.
 from __future__ import annotations
 
 import functools
+import json
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,22 @@ def reference_run(model, prompt: torch.Tensor, steps: int, continuation: torch.T
         "prefill": prefill.float().cpu(),
         "decode": torch.cat(decoded).float().cpu(),
     }
+
+
+def provenance() -> str:
+    """What this process records with. Float32 CPU logits are the same bit for bit only for the same transformers,
+    torch and CPU kernels (the same run on AVX2 and AVX-512 machines differs in the last bits), so every snapshot
+    file says what made it (safetensors metadata "recorded_with")."""
+    import transformers
+
+    return (f"transformers {transformers.__version__}, torch {torch.__version__}, "
+            f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+
+
+def recorded_with(data: bytes) -> str:
+    """The provenance a snapshot file's bytes carry ("" for a file without it)."""
+    (header_length,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8 : 8 + header_length]).get("__metadata__", {}).get("recorded_with", "")
 
 
 def greedy_choices(run: dict) -> torch.Tensor:
@@ -162,7 +180,8 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
         self.mismatches: list[str] = []  # the latest comparison's failure lines
 
     def serialize(self, data: dict[str, torch.Tensor], **_) -> bytes:
-        return save_tensors({name: tensor.detach().cpu().contiguous() for name, tensor in data.items()})
+        return save_tensors({name: tensor.detach().cpu().contiguous() for name, tensor in data.items()},
+                            metadata={"recorded_with": provenance()})
 
     def matches(self, *, serialized_data: bytes, snapshot_data: bytes) -> bool:
         actual = load_tensors(serialized_data)
