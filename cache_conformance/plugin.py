@@ -27,10 +27,14 @@ from cache_conformance.tolerances import tolerance_for
 # profile shrinks; the others report the first failing example, reproducible from its printed blob.
 _NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 _COMMON = {"deadline": None, "print_blob": True, "report_multiple_bugs": False}
-settings.register_profile("default", max_examples=20, phases=_NO_SHRINK, **_COMMON)
-settings.register_profile("ci", max_examples=20, phases=_NO_SHRINK, derandomize=True, **_COMMON)
-settings.register_profile("thorough", max_examples=300, phases=_NO_SHRINK, **_COMMON)
-settings.register_profile("shrink", max_examples=100, **_COMMON)
+PROFILES = {
+    "default": {"max_examples": 20, "phases": _NO_SHRINK},
+    "ci": {"max_examples": 20, "phases": _NO_SHRINK, "derandomize": True},
+    "thorough": {"max_examples": 300, "phases": _NO_SHRINK},
+    "shrink": {"max_examples": 100},
+}
+for _name, _profile in PROFILES.items():
+    settings.register_profile(_name, **_profile, **_COMMON)
 settings.load_profile("default")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +64,14 @@ def pytest_addoption(parser):
                     help="patch a deliberate cache bug into transformers for this run (the suites must fail)")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # Before hypothesis' own plugin loads the profile, which ends an unknown name in an INTERNALERROR traceback.
+    profile = config.getoption("hypothesis_profile", None)
+    if profile is not None and profile not in PROFILES:
+        raise pytest.UsageError(
+            f"--hypothesis-profile={profile} is not a profile of this suite; choose one of {', '.join(PROFILES)}"
+        )
     logging.getLogger("transformers").setLevel(logging.ERROR)
     problem = adapter.release_problem()
     if problem:
