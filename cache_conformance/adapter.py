@@ -15,7 +15,7 @@ from packaging.version import Version
 
 INSTALLED = Version(transformers.__version__)
 FIRST_SUPPORTED = Version("4.50")  # Gemma 3 appeared in 4.50.0
-NEWEST_CHECKED = Version("5.23")
+NEWEST_CHECKED = Version("5.24")  # the release the project's own tests pin (constraints/project-tests.txt)
 
 # 4.50-4.55: HybridCache; from 4.56 StaticCache builds sliding layers itself (HybridCache is a deprecated alias).
 # From 4.56 too, DynamicCache takes the config and gives sliding layers a trimmed (windowed) layer.
@@ -29,6 +29,12 @@ DTYPE_KEYWORD = Version("5.0")
 # 4.50-4.52 generate() builds a HybridCache by default (Gemma 3's config says cache_implementation="hybrid");
 # from 4.53 it builds a DynamicCache.
 GENERATE_DEFAULT_DYNAMIC = Version("4.53")
+# 5.24 renamed the cache argument of forward() and generate(), and the outputs' cache field, from
+# `past_key_values` to `cache`; the old name still works there with a FutureWarning (forward: removed in 5.40.0,
+# generate: in 6.0.0; reading `output.past_key_values` logs a deprecation).
+CACHE_RENAMED = Version("5.24")
+LEGACY_CACHE_KEYWORD = "past_key_values"
+CACHE_KEYWORD = "cache" if INSTALLED >= CACHE_RENAMED else LEGACY_CACHE_KEYWORD
 
 
 def release_problem() -> str | None:
@@ -192,17 +198,20 @@ def replace_layer_storage(cache, layer: int, keys: torch.Tensor, values: torch.T
 
 
 @torch.no_grad()
-def forward(model, input_ids, *, cache=None, start: int = 0, attention_mask=None, position_ids=None):
+def forward(model, input_ids, *, cache=None, start: int = 0, attention_mask=None, position_ids=None,
+            cache_keyword: str | None = None):
     """Logits for `input_ids`, the tokens at positions start, start+1, ... of the sequence.
 
     Without a cache this is plain recomputation. With one, the cache must hold exactly the `start` earlier tokens.
-    `attention_mask` covers every position so far (earlier and new), as generate() passes it.
+    `attention_mask` covers every position so far (earlier and new), as generate() passes it. `cache_keyword` is
+    the name the cache is passed under: the release's own by default (the deprecations suite passes the old one).
     """
+    cache_keyword = cache_keyword or CACHE_KEYWORD
     kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
     if cache is None:
         kwargs["use_cache"] = False
     else:
-        kwargs |= {"past_key_values": cache, "use_cache": True}
+        kwargs |= {cache_keyword: cache, "use_cache": True}
         if INSTALLED < CACHE_POSITION_IGNORED:
             kwargs["cache_position"] = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
     return model(input_ids, **kwargs).logits
@@ -218,9 +227,11 @@ def generate_with_own_static_cache(model, input_ids, *, max_new_tokens: int):
     return _greedy_generate(model, input_ids, max_new_tokens, cache_implementation=own_static_cache_implementation())
 
 
-def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, attention_mask=None):
-    """Greedy generate() into a user-supplied static cache; returns (sequences, logits of each new step)."""
-    cache_arguments = {"past_key_values": cache}
+def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, attention_mask=None,
+                               cache_keyword: str | None = None):
+    """Greedy generate() into a user-supplied static cache, passed under `cache_keyword` (default: the release's
+    own name); returns (sequences, logits of each new step)."""
+    cache_arguments = {cache_keyword or CACHE_KEYWORD: cache}
     if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
         # Gemma 3's config sets cache_implementation="hybrid" and generate() refuses a user cache while it is set
         # ("Passing both `cache_implementation` ... and `past_key_values`"); a generation config without it, used
@@ -231,10 +242,11 @@ def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, 
     return _greedy_generate(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
 
 
-def generate_with_default_cache(model, input_ids, *, max_new_tokens: int):
-    """Greedy generate() with the cache it builds by default; returns (sequences, that cache)."""
+def generate_with_default_cache(model, input_ids, *, max_new_tokens: int, cache_keyword: str | None = None):
+    """Greedy generate() with the cache it builds by default; returns (sequences, that cache, read from the
+    output's field named `cache_keyword`, by default the release's own name)."""
     output = _greedy_generate_output(model, input_ids, max_new_tokens)
-    return output.sequences, output.past_key_values
+    return output.sequences, getattr(output, cache_keyword or CACHE_KEYWORD)
 
 
 def _greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
