@@ -25,6 +25,7 @@ SUITE_TITLES = {  # the order of the matrix's row groups; a suite not listed her
     "memory": "memory",
     "snapshots": "snapshots",
     "snapshot": "snapshots",
+    "deprecations": "deprecations (ordinary calls still work)",
     "checkpoint": "checkpoint",
 }
 SNAPSHOT_SUITES = {"snapshots", "snapshot"}
@@ -79,6 +80,7 @@ def context(runs: list[Run], errors: list[str]) -> dict:
         "changed": what_changed(columns),
         "memory": memory_charts(columns),
         "drift": drift(columns),
+        "deprecations": deprecations(columns),
         "selftests": [col for col in columns if col["run"].selftest],
         "header": header(columns),
         "errors": errors,
@@ -282,6 +284,33 @@ def drift(columns: list[dict]) -> dict:
     return {"table": ordered, "releases": releases,
             "chart": line_chart(ordered, labels=releases, width=max(320, 40 * len(columns)), height=140,
                                 title="largest snapshot max abs diff per release") if ordered else ""}
+
+
+def deprecations(columns: list[dict]) -> list[dict]:
+    """Per release (newest first), the deprecations users' ordinary cache calls were told of (metrics.deprecations
+    of the deprecations suite): information about what breaks next, not failures. Releases announcing none are
+    listed with an empty list."""
+    found = []
+    for col in reversed(columns):
+        if col["run"].crashed:
+            continue
+        announced: dict[tuple, set[str]] = defaultdict(set)
+        recorded = False
+        for (check, _), record in col["run"].tests.items():
+            entries = (record.get("metrics") or {}).get("deprecations")
+            if not isinstance(entries, list):
+                continue
+            recorded = True
+            for entry in entries:
+                if isinstance(entry, dict) and isinstance(entry.get("message"), str):
+                    key = (entry.get("kind", ""), entry["message"], entry.get("removal", ""))
+                    announced[key].add(check.split("::")[-1])
+        if recorded:
+            found.append({"release": col["release"], "entries": [
+                {"kind": kind, "message": message, "removal": removal or "not named", "calls": sorted(calls)}
+                for (kind, message, removal), calls in sorted(announced.items(), key=lambda item: item[0][1])
+            ]})
+    return found
 
 
 def header(columns: list[dict]) -> dict:
