@@ -3,6 +3,7 @@
 cache), and a stand-in for `latest` that failed to install; a self-test file for 5.0.0."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -200,3 +201,32 @@ def test_a_selftest_file_from_cache_conformance_selftest_is_read(tmp_path):
     assert [f["name"] for f in loaded[0].selftest["faults"]] == ["hidden-copy"]
     assert main(["--results", str(tmp_path), "--output", str(tmp_path / "site")]) == 0
     assert "hidden-copy" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_deprecations_are_listed_per_release_as_information(tmp_path):
+    def results(version: str, deprecations: list[dict]) -> dict:
+        record = {"id": "suites/test_deprecations.py::test_call[float32-cpu-eager]", "outcome": "passed",
+                  "check": "suites/test_deprecations.py::test_call", "suite": "deprecations",
+                  "params": {"dtype": "float32", "device": "cpu", "attn": "eager"},
+                  "metrics": {"deprecations": deprecations}}
+        return {"format": 1, "run_info": {"transformers": version}, "tests": [record, record | {
+            "id": record["id"].replace("float32", "bfloat16"), "params": record["params"] | {"dtype": "bfloat16"}}]}
+
+    renamed = {"kind": "FutureWarning", "message": "`past_key_values` is deprecated <and> will be removed in "
+               "version 5.40.0", "removal": "5.40.0", "origin": "transformers/utils/generic.py"}
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "transformers-5.23.0.json").write_text(json.dumps(results("5.23.0", [])))
+    (folder / "transformers-5.24.0.json").write_text(json.dumps(results("5.24.0", [renamed])))
+    loaded, errors = load_results(folder)
+    assert errors == []
+    columns = [page.column(n, run) for n, run in enumerate(loaded)]
+    assert page.deprecations(columns) == [
+        {"release": "5.24.0", "entries": [{"kind": "FutureWarning", "message": renamed["message"],
+                                           "removal": "5.40.0", "calls": ["test_call"]}]},
+        {"release": "5.23.0", "entries": []},
+    ]
+    assert main(["--results", str(folder), "--output", str(tmp_path / "site")]) == 0
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert "<code>`past_key_values` is deprecated &lt;and&gt; will be removed in version 5.40.0</code>" in html
+    assert re.search(r"<h3>5.23.0</h3>\s*<p>none announced</p>", html)
