@@ -1,7 +1,7 @@
 """Every difference between transformers releases that the suites depend on, and nothing else.
 
 Suites call these functions and never look at the version themselves. Each rule names the first release it
-applies to; the rules were checked by running the suites on every minor release 4.50-5.23 (README, "Expectations").
+applies to; the rules were checked by running the suites on every minor release 4.50-5.24 (README, "Expectations").
 """
 
 from __future__ import annotations
@@ -119,13 +119,13 @@ def make_dynamic_cache(model):
 
 def dynamic_cache_trims_sliding_layers() -> bool:
     """Whether `make_dynamic_cache`'s sliding layers stop growing at the window (from 4.56; checked by the memory
-    suite's control on 4.50-5.23: before 4.56 every layer grows by one position per decoded token)."""
+    suite's control on 4.50-5.24: before 4.56 every layer grows by one position per decoded token)."""
     return INSTALLED >= STATIC_CACHE_WITH_SLIDING_LAYERS
 
 
 def dynamic_sliding_positions_kept(window: int) -> int | None:
     """How many positions a dynamic cache's sliding layer keeps between calls (None: every position). From 4.56 it
-    keeps W-1, all the next token attends to besides itself; before, it keeps everything. Checked on 4.50-5.23."""
+    keeps W-1, all the next token attends to besides itself; before, it keeps everything. Checked on 4.50-5.24."""
     return window - 1 if dynamic_cache_trims_sliding_layers() else None
 
 
@@ -137,7 +137,7 @@ def generate_default_sliding_positions_kept(window: int) -> int | None:
 
 def slot_order(held: list[int], slots: int) -> list[int | None]:
     """Which position each of a cache layer's `slots` holds when the layer holds `held` (oldest first); None marks
-    an unused slot, which is all zeros. Every release 4.50-5.23, static and dynamic, sliding and full: positions
+    an unused slot, which is all zeros. Every release 4.50-5.24, static and dynamic, sliding and full: positions
     are stored chronologically from slot 0 (a full static sliding buffer rolls left, its oldest position at slot
     0), unused preallocated slots after them (checked by identifying each slot's position after every step of
     prefill, decode and chunk schedules on each minor release)."""
@@ -154,7 +154,7 @@ def static_cache_class():
 def sliding_window_source():
     """The class whose instances' `sliding_window` sets both the sliding layers' attention mask and the sliding
     cache layers' size, for recomputation and the cached path alike: a fault that widens the window there widens
-    it everywhere. On every release 4.50-5.23 that is the text config (4.50-4.52 build the window mask inside the
+    it everywhere. On every release 4.50-5.24 that is the text config (4.50-4.52 build the window mask inside the
     Gemma 3 model, 4.53 on through masking_utils' sliding-window mask functions; both read the config's value,
     and so do HybridCache and StaticCache)."""
     return transformers.Gemma3TextConfig

@@ -73,8 +73,8 @@ def test_absent_devices_are_skipped_with_the_reason(run_suites):
         (["--checkpoint=/no/such/checkpoint"], "ERROR: checkpoint /no/such/checkpoint is not a directory"),
         (["--device", "mps"], "ERROR: --device mps was requested but MPS is not available"),
         (["--expectations-file=/no/such/file.toml"], "ERROR: /no/such/file.toml: cannot read expectations"),
-        (["--hypothesis-profile=nosuch"], "ERROR: --hypothesis-profile=nosuch is not a profile of this suite; "
-                                          "choose one of default, ci, thorough, shrink"),
+        (["--hypothesis-profile=nosuch"],
+         "ERROR: --hypothesis-profile=nosuch is not a profile of this suite; choose one of default, ci, thorough, shrink"),
     ],
 )
 def test_bad_input_is_one_line_not_a_traceback(run_suites, args, message):
