@@ -16,4 +16,4 @@ def test_supported_releases_pass_and_newer_ones_are_noted(monkeypatch):
     assert adapter.release_problem() is None and adapter.release_note() is None
     monkeypatch.setattr(adapter, "INSTALLED", Version("9.1.0"))
     assert adapter.release_problem() is None
-    assert "newer than 5.23" in adapter.release_note()
+    assert f"9.1.0 is newer than {adapter.NEWEST_CHECKED}," in adapter.release_note()
