@@ -3,10 +3,16 @@
 Each entry:
     [[expected_failure]]
     tests = ["suites/test_equivalence.py::test_chunked*[float32-*"]  # node id patterns: `*` is any run of characters
-    releases = ">=4.50,<4.56"                                       # PEP 440 specifier on the transformers version
+    releases = ">=4.50,<4.56"        # PEP 440 specifier on the transformers version, bounded above: a range ends at
+                                     # the newest release it was checked on, and newer releases are judged raw
+    raises = "AssertionError"        # the type of the exception the test must end with (or a list of types)
+    match = 'chunk [0-9]+ of [0-9]+ .*max abs diff'  # a regular expression the exception's message must contain
     reason = "what upstream does wrong"
     evidence = "what the suite observed: message, size of the difference"
     reference = "upstream issue or pull request, if one exists"     # optional
+
+A listed test counts as the expected failure only when its call ends with that exception and message; passing
+(XPASS), failing otherwise, or erroring in setup (a harness crash) are not expected and turn the run red.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-REQUIRED = ("tests", "releases", "reason", "evidence")
+REQUIRED = ("tests", "releases", "raises", "match", "reason", "evidence")
+UPPER_BOUNDS = ("<", "<=", "==", "===", "~=")
 
 
 class ExpectationsError(ValueError):
@@ -30,6 +37,8 @@ class ExpectationsError(ValueError):
 class Expectation:
     tests: list[str]
     releases: SpecifierSet
+    raises: list[str]
+    match: re.Pattern
     reason: str
     evidence: str
     reference: str = ""
@@ -37,10 +46,23 @@ class Expectation:
     def applies_to(self, nodeid: str, version: Version) -> bool:
         return version in self.releases and any(_pattern(p).fullmatch(nodeid) for p in self.tests)
 
+    def names_any_function(self, functions: set[str]) -> bool:
+        """Whether a pattern's part before the parameters ("file::function") matches one of `functions`."""
+        return any(_pattern(p.partition("[")[0]).fullmatch(f) for p in self.tests for f in functions)
+
+    def explains(self, exception_type: str, message: str) -> bool:
+        """Whether a test that ended with `exception_type: message` failed the way this entry says it does."""
+        return exception_type in self.raises and self.match.search(message) is not None
+
+    def describe(self) -> str:
+        return f"{' or '.join(self.raises)} matching {self.match.pattern!r}"
+
     def as_dict(self) -> dict:
         return {
             "tests": self.tests,
             "releases": str(self.releases),
+            "raises": self.raises,
+            "match": self.match.pattern,
             "reason": self.reason,
             "evidence": self.evidence,
             "reference": self.reference,
@@ -71,13 +93,25 @@ def load(path: Path) -> list[Expectation]:
             )
         if not isinstance(entry["tests"], list) or not all(isinstance(t, str) for t in entry["tests"]):
             raise ExpectationsError(f"{path}: expected_failure #{number}: tests must be a list of node id patterns")
+        where = f"{path}: expected_failure #{number}"
         try:
             releases = SpecifierSet(entry["releases"])
         except InvalidSpecifier:
+            raise ExpectationsError(f"{where}: releases {entry['releases']!r} is not a version specifier") from None
+        if not any(spec.operator in UPPER_BOUNDS for spec in releases):
             raise ExpectationsError(
-                f"{path}: expected_failure #{number}: releases {entry['releases']!r} is not a version specifier"
-            ) from None
-        entries.append(Expectation(entry["tests"], releases, entry["reason"], entry["evidence"], entry.get("reference", "")))
+                f"{where}: releases {entry['releases']!r} has no upper bound; end it at the newest release it was "
+                "checked on (e.g. ',<=5.24.0'): newer releases are judged raw until a scan extends it"
+            )
+        raises = [entry["raises"]] if isinstance(entry["raises"], str) else entry["raises"]
+        if not isinstance(raises, list) or not all(isinstance(r, str) and r.isidentifier() for r in raises):
+            raise ExpectationsError(f"{where}: raises must name an exception type (or a list of them)")
+        try:
+            match = re.compile(entry["match"])
+        except (re.error, TypeError) as error:
+            raise ExpectationsError(f"{where}: match {entry['match']!r} is not a regular expression ({error})") from None
+        entries.append(Expectation(entry["tests"], releases, raises, match, entry["reason"], entry["evidence"],
+                                   entry.get("reference", "")))
     return entries
 
 

@@ -45,6 +45,7 @@ METRICS_KEY = pytest.StashKey[dict]()
 CHECKPOINT_KEY = pytest.StashKey[Path]()
 DEVICES_KEY = pytest.StashKey[tuple]()
 EXPECTATIONS_KEY = pytest.StashKey[list]()
+EXPECTATION_KEY = pytest.StashKey[expectations.Expectation]()
 
 
 def pytest_addoption(parser):
@@ -176,7 +177,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(target.id))
         expectation = expectations.find(known, item.nodeid, adapter.INSTALLED)
         if expectation:
-            item.add_marker(pytest.mark.xfail(reason=expectation.reason, strict=True))
+            item.stash[EXPECTATION_KEY] = expectation
             item.user_properties.append(("expectation", {"expected": "fail", **expectation.as_dict()}))
 
 
@@ -187,9 +188,40 @@ def pytest_runtest_makereport(item, call):
         comparison = item.stash.get(COMPARISON_KEY, None)
         if comparison is not None:
             recorded |= comparison.metrics
+        notes = getattr(call.excinfo.value, "__notes__", []) if call.excinfo is not None else []
+        # hypothesis notes a property's first counterexample on the exception: its draws and how to replay it
+        # (not its "Failing test case" call, which prints the whole model)
+        counterexample = [n.strip() for n in notes if n.startswith("Draw ") or "@reproduce_failure" in n]
+        if counterexample:
+            recorded["counterexample"] = counterexample
         if recorded:
             item.user_properties.append(("metrics", recorded))
-    yield
+    outcome = yield
+    expectation = item.stash.get(EXPECTATION_KEY, None)
+    if expectation is not None and call.when == "call":
+        judge_against_expectation(outcome.get_result(), call, expectation)
+
+
+def judge_against_expectation(report, call, expectation: expectations.Expectation) -> None:
+    """An expected failure holds only when the call failed the way the entry says (strict, like wpt's FAIL vs
+    CRASH): a pass is XPASS(strict), any other failure stays a failure with both texts. Setup errors are never
+    expected. Outcomes are set as pytest's own xfail sets them, so reports, xdist and the results file agree."""
+    if report.skipped:
+        return
+    if report.passed:
+        report.outcome = "failed"
+        report.longrepr = f"[XPASS(strict)] {expectation.reason}"
+        return
+    exception_type, message = call.excinfo.typename, str(call.excinfo.value)
+    if expectation.explains(exception_type, message):
+        report.outcome = "skipped"
+        report.wasxfail = expectation.reason
+        return
+    mismatch = (f"expected failure did not match: expected {expectation.describe()}; "
+                f"got {exception_type}: {message.splitlines()[0] if message else ''}")
+    report.user_properties.append(("expectation_mismatch", mismatch))
+    if hasattr(report.longrepr, "addsection"):
+        report.longrepr.addsection("expectation", mismatch)
 
 
 def check_name(nodeid: str, target: targets.Target | None) -> str:
@@ -234,13 +266,21 @@ class ResultsRecorder:
         terminalreporter.write_line(f"results: {results_path(self.config)}")
 
     def unused_expectations(self) -> list[expectations.Expectation]:
-        """Entries for this release that matched no test; not judged when -k, -m or --lf narrowed the run."""
+        """Entries for this release that matched no test although the run could have run one. Not judged when -k,
+        -m or --lf narrowed the run; when paths or node ids narrowed it, only entries naming a test function that
+        was collected are judged; entries naming a device that --device left out are not judged."""
         if self.config.getoption("keyword") or self.config.getoption("markexpr") or self.config.getoption("lf", False):
             return []
         ran = list(self.collector.records)
+        functions = {nodeid.partition("[")[0] for nodeid in ran}
+        whole_suite = all("::" not in arg and Path(arg).resolve() == SUITES for arg in self.config.args)
+        left_out = [device for device in targets.DEVICES if device not in self.config.stash[DEVICES_KEY]]
         return [
             entry for entry in self.config.stash[EXPECTATIONS_KEY]
-            if adapter.INSTALLED in entry.releases and not any(entry.applies_to(n, adapter.INSTALLED) for n in ran)
+            if adapter.INSTALLED in entry.releases
+            and (whole_suite or entry.names_any_function(functions))
+            and not any(f"-{device}-" in pattern for pattern in entry.tests for device in left_out)
+            and not any(entry.applies_to(n, adapter.INSTALLED) for n in ran)
         ]
 
 
@@ -287,6 +327,16 @@ def tokens(request, model):
 
     The seed depends on the test's check name, not on the target, so every dtype and device sees the same tokens.
     """
+    return _tokens(request, model, request.config.getoption("seed"))
+
+
+@pytest.fixture
+def recorded_tokens(request, model):
+    """Like `tokens`, always with seed 0: the tokens the snapshots were recorded with, whatever --seed says."""
+    return _tokens(request, model, 0)
+
+
+def _tokens(request, model, seed: int):
     check = dict(request.node.user_properties).get("check", request.node.nodeid)
-    generator = torch.Generator().manual_seed(zlib.crc32(check.encode()) ^ request.config.getoption("seed"))
+    generator = torch.Generator().manual_seed(zlib.crc32(check.encode()) ^ seed)
     return lambda batch, length: random_tokens(model, batch, length, generator)

@@ -91,6 +91,8 @@ class ResultsCollector:
         if record["outcome"] == "passed":
             record["outcome"], record["raw_outcome"] = outcome, raw
             record["message"] = _message(report)
+            if "expectation_mismatch" in props:  # an expected failure that failed another way: both texts
+                record["message"] = f"{props['expectation_mismatch']}\n{record['message']}"[:MESSAGE_LIMIT]
 
     def write(self, path: Path, duration_s: float) -> None:
         tests = sorted(self.records.values(), key=lambda r: r["id"])

@@ -3,10 +3,12 @@ from packaging.version import Version
 
 from cache_conformance import expectations
 
-ENTRY = """
+ENTRY = r"""
 [[expected_failure]]
 tests = ["suites/test_equivalence.py::test_chunked*[float32-*", "*::test_other"]
 releases = ">=4.50,<4.56"
+raises = "AssertionError"
+match = 'chunk \d+ of \d+ .*max abs diff'
 reason = "sliding layer loses a token"
 evidence = "max abs diff 4.9"
 """
@@ -37,10 +39,15 @@ def test_brackets_in_patterns_are_literal(tmp_path):
 @pytest.mark.parametrize(
     "text, complaint",
     [
-        ("[[expected_failure]]\ntests = ['x']\n", "missing ['releases', 'reason', 'evidence']"),
-        ("[[expected_failure]]\ntests = 'x'\nreleases = '>=4.50'\nreason = 'r'\nevidence = 'e'\n", "tests must be a list"),
+        ("[[expected_failure]]\ntests = ['x']\n", "missing ['releases', 'raises', 'match', 'reason', 'evidence']"),
+        (ENTRY.replace('["suites/test_equivalence.py::test_chunked*[float32-*", "*::test_other"]', "'x'"),
+         "tests must be a list"),
         (ENTRY + "colour = 'red'\n", "unknown keys ['colour']"),
         (ENTRY.replace(">=4.50,<4.56", "four-fifty"), "is not a version specifier"),
+        (ENTRY.replace(">=4.50,<4.56", ">=4.50"), "has no upper bound"),
+        (ENTRY.replace(">=4.50,<4.56", ">=4.50,!=4.52.*"), "has no upper bound"),
+        (ENTRY.replace('raises = "AssertionError"', 'raises = "not a type"'), "raises must name an exception type"),
+        (ENTRY.replace("match = 'chunk", "match = '(chunk"), "is not a regular expression"),
         ("[[expected_failures]]\n", "unknown top-level keys"),
         ("test = [", "cannot read expectations"),
     ],
@@ -57,3 +64,30 @@ def test_the_shipped_expectations_file_loads():
 
     for entry in expectations.load(DEFAULT_EXPECTATIONS):
         assert all(pattern.startswith("suites/") for pattern in entry.tests), entry.tests
+
+
+def test_an_entry_explains_only_the_failure_it_names(tmp_path):
+    [entry] = expectations.load(write(tmp_path, ENTRY.replace('raises = "AssertionError"',
+                                                              'raises = ["AssertionError", "Failed"]')))
+    assert entry.explains("AssertionError", "chunk 2 of 4 (sizes [4, 6]): max abs diff 3.2 exceeds tolerance")
+    assert entry.explains("Failed", "prefix; chunk 1 of 1 (...) max abs diff 1")
+    assert not entry.explains("IndexError", "chunk 2 of 4 (sizes [4, 6]): max abs diff 3.2")
+    assert not entry.explains("AssertionError", "chunk 2 of 4 raised IndexError: index 8 is out of bounds")
+    assert entry.describe() == "AssertionError or Failed matching 'chunk \\\\d+ of \\\\d+ .*max abs diff'"
+
+
+def test_an_entry_names_the_test_functions_of_its_patterns(tmp_path):
+    [entry] = expectations.load(write(tmp_path, ENTRY))
+    assert entry.names_any_function({"suites/test_equivalence.py::test_chunked_prefill"})
+    assert entry.names_any_function({"suites/x.py::test_other"})
+    assert not entry.names_any_function({"suites/test_equivalence.py::test_generate"})
+
+
+def test_no_shipped_entry_reaches_past_the_newest_release_checked():
+    from cache_conformance import pins
+    from cache_conformance.plugin import DEFAULT_EXPECTATIONS
+
+    newest = Version(pins.pinned("transformers"))
+    next_patch = Version(f"{newest.major}.{newest.minor}.{newest.micro + 1}")
+    for entry in expectations.load(DEFAULT_EXPECTATIONS):
+        assert next_patch not in entry.releases, (entry.tests, str(entry.releases))

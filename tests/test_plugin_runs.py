@@ -9,11 +9,11 @@ ONE_CHECK = ["suites/test_equivalence.py::test_prefill_then_decode_across_the_wi
              "-k", "float32-cpu-eager and prompt-equal"]
 
 
-def expectation_file(tmp_path, test_pattern):
+def expectation_file(tmp_path, test_pattern, raises="AssertionError", match="max abs diff"):
     path = tmp_path / "expectations.toml"
     path.write_text(
-        f'[[expected_failure]]\ntests = ["{test_pattern}"]\nreleases = ">=4.50"\n'
-        'reason = "made up for this test"\nevidence = "none"\n'
+        f'[[expected_failure]]\ntests = ["{test_pattern}"]\nreleases = ">=4.50,<99"\n'
+        f'raises = "{raises}"\nmatch = \'{match}\'\nreason = "made up for this test"\nevidence = "none"\n'
     )
     return path
 
@@ -51,13 +51,59 @@ def test_an_expected_failure_that_fails_is_green_and_keeps_the_raw_outcome(run_s
     assert code == 1 and results["tests"][0]["outcome"] == "failed" and results["run_info"]["expectations"] == "ignored"
 
 
+def test_a_failure_of_another_kind_than_expected_turns_the_run_red_with_both_texts(run_suites, tmp_path):
+    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*", match="holds position")
+    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "--inject-fault", "early-eviction")
+    assert code == 1, output
+    [record] = results["tests"]
+    assert (record["outcome"], record["raw_outcome"], record["expected"]) == ("failed", "failed", "fail")
+    expected, _, actual = record["message"].partition("\n")
+    assert expected.startswith("expected failure did not match: expected AssertionError matching 'holds position'; "
+                               "got AssertionError: ")
+    assert "max abs diff" in expected and "max abs diff" in actual and "expected failure did not match" in output
+
+
+def test_a_harness_crash_inside_an_expected_failure_turns_the_run_red(run_suites, tmp_path):
+    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*")
+    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "-p", "tests.plugins.harness_crash")
+    assert code == 1, output
+    [record] = results["tests"]
+    assert (record["outcome"], record["raw_outcome"]) == ("failed", "failed")
+    assert record["message"].startswith("expected failure did not match: expected AssertionError matching "
+                                        "'max abs diff'; got RuntimeError: planted harness crash\n")
+
+
+def test_a_crash_in_setup_is_never_the_expected_failure(run_suites, tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CRASH_IN", "setup")
+    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*", raises="RuntimeError",
+                            match="planted harness crash")
+    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "-p", "tests.plugins.harness_crash")
+    assert code == 1, output
+    [record] = results["tests"]
+    assert record["outcome"] == "error" and "planted harness crash" in record["message"]
+
+
 def test_an_entry_that_matches_nothing_is_reported(run_suites, tmp_path):
-    path = expectation_file(tmp_path, "suites/test_equivalence.py::no_such_test*")
+    stale = "suites/test_equivalence.py::test_generate_with_a_static_cache[no-such-target]"
+    path = expectation_file(tmp_path, stale)
     code, output, results = run_suites("suites/test_equivalence.py::test_generate_with_a_static_cache",
                                        "--device", "cpu", f"--expectations-file={path}")
     assert code == 0, output
-    assert "WARNING: expectation matches no test that ran: tests=['suites/test_equivalence.py::no_such_test*']" in output
-    assert results["run_info"]["unused_expectations"][0]["tests"] == ["suites/test_equivalence.py::no_such_test*"]
+    assert f"WARNING: expectation matches no test that ran: tests=['{stale}']" in output
+    assert results["run_info"]["unused_expectations"][0]["tests"] == [stale]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["suites/test_overflow.py::test_overflow_error_is_clear[*", "suites/test_equivalence.py::*[float32-cuda-eager*"],
+    ids=["another-test-than-the-path-selected", "a-device-left-out"],
+)
+def test_an_entry_the_narrowed_run_could_not_use_is_not_reported(run_suites, tmp_path, pattern):
+    path = expectation_file(tmp_path, pattern)
+    code, output, results = run_suites("suites/test_equivalence.py::test_generate_with_a_static_cache",
+                                       "--device", "cpu", f"--expectations-file={path}")
+    assert code == 0, output
+    assert "WARNING: expectation matches no test" not in output and results["run_info"]["unused_expectations"] == []
 
 
 def test_absent_devices_are_skipped_with_the_reason(run_suites):
