@@ -190,17 +190,21 @@ def test_one_releases_files_from_different_devices_are_merged(tmp_path):
 
 
 def test_a_selftest_file_from_cache_conformance_selftest_is_read(tmp_path):
-    """selftest.py names each fault under "fault" (and adds evidence); the agreed format says "name": both load."""
+    """What selftest.py writes: a crashed fault, a 16-bit run with its margin."""
     shutil.copy(FIXTURES / "transformers-5.0.0.json", tmp_path)
     (tmp_path / "selftest-transformers-5.0.0.json").write_text(json.dumps({
-        "format": 1, "kind": "selftest", "transformers": "5.0.0", "detected": 0, "total": 1,
-        "faults": [{"fault": "hidden-copy", "description": "d", "property": "memory", "caught": False,
-                    "tests_failed": [], "evidence": "no memory test failed"}]}))
+        "format": 1, "kind": "selftest", "transformers": "5.0.0", "detected": 1, "total": 2,
+        "faults": [{"name": "hidden-copy", "description": "d", "property": "memory", "caught": False,
+                    "crashed": True, "dtype": "float32", "margin": None, "tests_failed": ["t"],
+                    "evidence": "crashed, not caught: TypeError: boom"},
+                   {"name": "early-eviction", "description": "d", "property": "sliding_window", "caught": True,
+                    "crashed": False, "dtype": "bfloat16", "margin": 7.25, "tests_failed": ["t"], "evidence": "e"}]}))
     loaded, errors = load_results(tmp_path)
     assert errors == []
-    assert [f["name"] for f in loaded[0].selftest["faults"]] == ["hidden-copy"]
+    assert [f["name"] for f in loaded[0].selftest["faults"]] == ["hidden-copy", "early-eviction"]
     assert main(["--results", str(tmp_path), "--output", str(tmp_path / "site")]) == 0
-    assert "hidden-copy" in (tmp_path / "site" / "index.html").read_text()
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert "CRASHED" in html and "7.25x" in html and "<td>bfloat16</td>" in html
 
 
 def test_deprecations_are_listed_per_release_as_information(tmp_path):

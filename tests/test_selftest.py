@@ -66,13 +66,60 @@ def test_the_clean_run_must_pass_every_test():
     assert "1 tests failed or errored" in problem and "boom" in problem
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "TypeError: patched() got an unexpected keyword argument 'cache_position'",
+        "AssertionError: decode step 1 (position 7, 8 tokens seen) raised IndexError: index 20 is out of bounds",
+        # a crash message that happens to mention a difference still is no evidence
+        ("AssertionError: decode step 1 (position 7, 8 tokens seen) raised ValueError: max abs diff 3 exceeds "
+         "tolerance (atol 0.0001) at position 7"),
+    ],
+    ids=["patch-crash", "model-crash", "crash-quoting-numbers"],
+)
+def test_a_test_that_crashes_under_the_fault_is_graded_crashed_not_caught(fault, message):
+    detection = selftest.grade(fault, run_with(record("equivalence", "failed", message)))
+    assert not detection.caught and detection.crashed and detection.outcome == "CRASHED"
+    assert detection.evidence.startswith("crashed, not caught: ")
+
+
+def test_a_located_catch_beside_a_crash_still_counts(fault):
+    detection = selftest.grade(fault, run_with(record("equivalence", "failed", "TypeError: boom"),
+                                               record("equivalence", "failed", LOCATED["equivalence"])))
+    assert detection.caught and not detection.crashed
+
+
+@pytest.mark.parametrize(
+    "evidence, expected",
+    [
+        (LOCATED["equivalence"], 1.07 / 0.0001),
+        (("layer 0 (sliding), slot 0, batch 0: should hold position 0 but holds zeros (unused); max abs diff 0.9 "
+          "exceeds tolerance (atol 0.6); slots should hold [0]"), 1.5),
+        (("decode: 3 of 20 elements (15.00%) differ beyond atol 1 + rtol 0*|expected|; max abs diff 2.5 at [1, 2]; "
+          "rows [1]"), 2.5),
+        (("static cache: bytes held grew by 640 bytes per step over decode steps 5..20 (detection threshold 64 "
+          "bytes per step)"), 10.0),
+        ("the call returned normally: the cache wrapped around, dropped tokens", None),
+    ],
+    ids=["logits", "contents", "snapshot", "bytes", "no-figures"],
+)
+def test_the_margin_is_the_difference_over_what_it_had_to_exceed(evidence, expected):
+    assert selftest.margin(evidence) == (pytest.approx(expected) if expected is not None else None)
+
+
 def test_the_table_names_every_fault_and_marks_the_uncaught(fault):
-    caught = selftest.grade(fault, run_with(record("equivalence", "failed", LOCATED["equivalence"])))
+    caught = selftest.grade(fault, run_with(record("equivalence", "failed", LOCATED["equivalence"])), "bfloat16")
     missed = selftest.grade(fault, None)
     lines = selftest.table([caught, missed]).splitlines()
-    assert lines[0].split() == ["fault", "tests", "failed", "property", "caught"]
-    assert lines[2].split() == ["a-fault", "1", "equivalence", "yes"]
-    assert lines[3].split() == ["a-fault", "0", "equivalence", "NO"]
+    assert lines[0].split() == ["fault", "dtype", "tests", "failed", "property", "outcome", "margin"]
+    assert lines[2].split() == ["a-fault", "bfloat16", "1", "equivalence", "caught", "1.07e+04x"]
+    assert lines[3].split() == ["a-fault", "float32", "0", "equivalence", "NO", "-"]
+
+
+def test_each_property_has_a_sixteen_bit_fault_from_the_catalogue():
+    assert set(selftest.SIXTEEN_BIT) == set(selftest.PROPERTIES)
+    for prop, name in selftest.SIXTEEN_BIT.items():
+        assert faults.CATALOGUE[name].caught_by == prop
 
 
 def test_every_property_with_a_fault_has_a_slice_and_a_location_pattern():

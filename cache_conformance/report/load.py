@@ -126,11 +126,10 @@ def _selftest(path: Path, data: dict) -> dict:
         raise MalformedResults(f"{path}: a selftest file needs \"transformers\" and a list of \"faults\"")
     named = []
     for index, fault in enumerate(faults):
-        # cache_conformance/selftest.py names the fault under "fault"; the format agreed for the report says "name"
-        name = fault.get("name", fault.get("fault")) if isinstance(fault, dict) else None
+        name = fault.get("name") if isinstance(fault, dict) else None
         if not isinstance(name, str) or "caught" not in fault:
-            raise MalformedResults(f"{path}: faults[{index}] needs a \"name\" (or \"fault\") and \"caught\"")
-        named.append(fault | {"name": name})
+            raise MalformedResults(f"{path}: faults[{index}] needs a \"name\" and \"caught\"")
+        named.append(fault)
     caught = sum(bool(f["caught"]) for f in named)
     return {"path": path, "transformers": data["transformers"], "faults": named,
             "detected": data.get("detected", caught), "total": data.get("total", len(named))}
