@@ -92,6 +92,23 @@ def storage_changes(before: dict, after: dict) -> dict[tuple[int, str], str]:
     return changes
 
 
+def moves(maps: list[dict]) -> list[tuple[int, dict]]:
+    """(step, storage_changes) for each step whose storage differs from the step before: consecutive steps, since
+    an allocator that hands a freed address back would hide a move from a comparison with step 0."""
+    return [(step, changes) for step in range(1, len(maps)) if (changes := storage_changes(maps[step - 1], maps[step]))]
+
+
+def steps_without_new_larger_storage(maps: list[dict], layers: list[int]) -> list[int]:
+    """The steps at which some of `layers`' keys or values did not move to new, larger storage than at the step
+    before (what a growing cache does at every step)."""
+    return [
+        step for step in range(1, len(maps))
+        if not all(maps[step][layer, kind].address != maps[step - 1][layer, kind].address
+                   and maps[step][layer, kind].nbytes > maps[step - 1][layer, kind].nbytes
+                   for layer in layers for kind in ("keys", "values"))
+    ]
+
+
 def position_bytes(config, *, batch_size: int, dtype: torch.dtype) -> int:
     """Bytes of one position's keys and values in one layer."""
     return 2 * batch_size * config.num_key_value_heads * config.head_dim * dtype.itemsize

@@ -73,3 +73,30 @@ def test_the_config_figure_is_what_a_static_cache_allocates(model, capacity):
 
 def test_one_position_of_one_layer_is_512_bytes_in_float32(model):
     assert memory.position_bytes(model.config, batch_size=1, dtype=torch.float32) == 2 * 2 * 32 * 4
+
+
+def maps_of(*steps: list[tuple[int, int]]) -> list[dict]:
+    """Storage maps of one layer: each step's (address, bytes) for its keys; values alike at address + 1."""
+    return [{(0, "keys"): memory.Storage(address, nbytes, nbytes // 4),
+             (0, "values"): memory.Storage(address + 1, nbytes, nbytes // 4)} for address, nbytes in steps]
+
+
+def test_the_growth_control_needs_new_larger_storage_at_every_consecutive_step():
+    assert memory.steps_without_new_larger_storage(maps_of((100, 8), (200, 12), (300, 16)), [0]) == []
+    # the control made to fail: step 2 keeps its storage, step 3 moves without growing, step 4 returns to an
+    # address seen at step 0 (an allocator handing a freed block back) but larger: that one is a real growth
+    growing_badly = maps_of((100, 8), (200, 12), (200, 12), (300, 12), (100, 16))
+    assert memory.steps_without_new_larger_storage(growing_badly, [0]) == [2, 3]
+
+
+def test_a_move_to_an_address_seen_before_is_still_a_move():
+    # comparing with step 0 only would see nothing at step 2
+    [(first, _), (second, changes)] = memory.moves(maps_of((100, 8), (200, 8), (100, 8)))
+    assert (first, second) == (1, 2) and "moved to new storage (0xc8 -> 0x64" in changes[0, "keys"]
+
+
+def test_growth_before_the_window_fills_counts_from_the_first_decode_step():
+    # a static cache that allocates one position per step until the window is full, then stays flat
+    series = [163_840] + [163_840 + 2_048 * min(step, 4) for step in range(1, 21)]
+    assert memory.growth_per_step(series, 0) >= memory.DETECTION_THRESHOLD_BYTES_PER_STEP
+    assert memory.growth_per_step(series, memory.first_steady_reading(8)) == 0  # what judging from step 5 missed
