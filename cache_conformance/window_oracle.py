@@ -2,11 +2,12 @@
 
 The oracle runs the model once without any cache over the same tokens and captures, with forward hooks, the keys
 and values every attention layer computes: the key norm's output with rotary embedding applied here (not by
-transformers' code), and the value projection's output. Those are the tensors a cache stores, position by
-position, so the oracle shares no code path with the cache.
+transformers' code, though with the cos/sin tables transformers' rotary module computes for the pass), and the
+value projection's output. Those are the tensors a cache stores, position by position; the oracle shares no code
+with the cache's update, storage or eviction.
 
 What a layer must hold is modelled in pure Python (`Window`, a deque of positions); which slot holds which
-position is the adapter's knowledge (`adapter.slot_positions`).
+position is the adapter's knowledge (`adapter.slot_order`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from cache_conformance import adapter
+from cache_conformance.decoding import positions_from_mask
 
 UNUSED = None  # a slot that holds no position: it must be all zeros
 
@@ -57,10 +59,6 @@ class Window:
         for _ in range(count):
             self.held.append(self.seen)
             self.seen += 1
-
-    def reset(self) -> None:
-        self.held.clear()
-        self.seen = 0
 
 
 def _attention_modules(model) -> list:
@@ -215,10 +213,6 @@ class CacheFollower:
             "slots_compared": compared,
         })
 
-    def reset(self) -> None:
-        for window in self.windows:
-            window.reset()
-
     def _padding_takes_no_real_slot(self, layer: int, window: Window, where: str) -> None:
         mask = self.attention_mask[:, : window.seen]
         for row in range(mask.shape[0]):
@@ -230,6 +224,19 @@ class CacheFollower:
                 f"{where}: layer {layer} (sliding), batch {row}: holds real positions {_span(held)} but its last "
                 f"{len(needed)} real tokens are positions {_span(needed)}: padding took window slots from real tokens"
             )
+
+
+def static_windows(model, window: int) -> list[Window]:
+    """What each layer of a static cache must hold: the last W positions (sliding) or every position (full)."""
+    return [Window(window if sliding else None) for sliding in adapter.sliding_layers(model.config)]
+
+
+def follow(model, cache, sequence, windows, *, attention_mask=None) -> CacheFollower:
+    """A follower of `cache` over `sequence`, with the oracle computed for it."""
+    oracle = oracle_keys_values(model, sequence, attention_mask=attention_mask,
+                                position_ids=positions_from_mask(attention_mask))
+    return CacheFollower(cache, oracle, windows, adapter.sliding_layers(model.config), content_tolerance(model.dtype),
+                         attention_mask=attention_mask)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_conformance import adapter
+from cache_conformance import adapter, window_oracle
 from cache_conformance.decoding import (
     chunks_against_recomputation,
     generation_against_recomputation,
@@ -53,20 +53,31 @@ def test_left_padded_batch(model, window, tokens, compare):
 
 
 def test_generate_with_a_static_cache(model, window, tokens, compare):
+    """generate() into a user-supplied static cache: its logits match recomputation, and the cache it was given
+    (not a copy) holds what generate() fed, slot by slot (a generate() that ignored or copied it would pass the
+    logits)."""
     prompt = tokens(1, window - 3)
     new_tokens = window + 4
     cache = adapter.make_static_cache(model, batch_size=1, capacity=prompt.shape[1] + new_tokens)
     sequences, step_logits = adapter.generate_with_static_cache(model, prompt, cache=cache, max_new_tokens=new_tokens)
-    generation_against_recomputation(
-        model, prompt.shape[1], sequences, step_logits, compare, where=f"generate() of {new_tokens} tokens"
+    where = f"generate() of {new_tokens} tokens"
+    generation_against_recomputation(model, prompt.shape[1], sequences, step_logits, compare, where=where)
+    fed = sequences[:, :-1]  # the prompt and every new token but the last
+    follower = window_oracle.follow(model, cache, fed, window_oracle.static_windows(model, window))
+    follower.fed(fed.shape[1], where=f"after {where} ({fed.shape[1]} tokens fed)")
+    assert adapter.seq_length(cache) == fed.shape[1], (
+        f"{where}: the static cache passed to generate() holds the {fed.shape[1]} tokens generate() fed but "
+        f"reports {adapter.seq_length(cache)} (what generate() and the model read to place the next token)"
     )
 
 
 def test_cache_reuse_after_reset(model, window, tokens, compare):
     first_prompt, second_prompt = tokens(1, window + 1), tokens(1, window - 1)
-    steps = window + 2
-    cache = adapter.make_static_cache(model, batch_size=1, capacity=second_prompt.shape[1] + steps)
-    prefill_and_decode(model, cache, first_prompt, 3, compare, label="first prompt")
+    first_steps, steps = 3, window + 2
+    # Room for both sequences: a reset() that kept the first one shows in the logits, not as an overflow.
+    capacity = first_prompt.shape[1] + first_steps + second_prompt.shape[1] + steps
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
+    prefill_and_decode(model, cache, first_prompt, first_steps, compare, label="first prompt")
     adapter.reset(cache)
     prefill_and_decode(model, cache, second_prompt, steps, compare, label="second prompt, after reset()")
 

@@ -21,21 +21,9 @@ from cache_conformance.window_oracle import (
     CacheFollower,
     Window,
     attention_output_changes,
-    content_tolerance,
-    oracle_keys_values,
+    follow,
+    static_windows,
 )
-
-
-def static_windows(model, window: int) -> list[Window]:
-    """What each layer of a static cache must hold: the last W positions (sliding) or every position (full)."""
-    return [Window(window if sliding else None) for sliding in adapter.sliding_layers(model.config)]
-
-
-def follow(model, cache, sequence, windows, *, attention_mask=None) -> CacheFollower:
-    oracle = oracle_keys_values(model, sequence, attention_mask=attention_mask,
-                                position_ids=positions_from_mask(attention_mask))
-    return CacheFollower(cache, oracle, windows, adapter.sliding_layers(model.config), content_tolerance(model.dtype),
-                         attention_mask=attention_mask)
 
 
 def feed_chunks(model, follower: CacheFollower, sequence, sizes, *, attention_mask=None, label="chunk",
