@@ -43,13 +43,21 @@ def _early_eviction(update):
     @functools.wraps(update)
     def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
         keys, values = update(self, key_states, value_states, layer_idx, *args, **kwargs)
-        window_full = bool(keys[:, :, -1].any())  # sliding buffers fill from the left, oldest first
-        if adapter.layer_is_sliding(self, layer_idx) and window_full:
-            keys[:, :, 0] = 0
-            values[:, :, 0] = 0
+        if adapter.layer_is_sliding(self, layer_idx) and _window_full(self, layer_idx):
+            for tensor in (keys, values, *adapter.layer_storage(self, layer_idx)):
+                tensor[:, :, 0] = 0
         return keys, values
 
     return patched
+
+
+def _window_full(cache, layer: int) -> bool:
+    """Whether a sliding layer holds a whole window: as many positions as it has slots, and fewer slots than the
+    full-attention layers (a cache smaller than the window only ever holds its capacity, which is no window)."""
+    stored = adapter.layer_storage(cache, layer)[0]
+    held = int(stored.ne(0).any(dim=3).any(dim=1).any(dim=0).sum())
+    capacity = max(adapter.layer_storage(cache, other)[0].shape[2] for other in range(adapter.layer_count(cache)))
+    return held == stored.shape[2] < capacity
 
 
 def _wrong_slot(update):

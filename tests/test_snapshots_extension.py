@@ -138,3 +138,8 @@ def test_snapshot_update_is_refused_under_xdist():
     assert completed.returncode == 4, output
     assert "--snapshot-update is refused under pytest-xdist (-n): record in one process" in output
     assert "Traceback" not in output
+
+
+def test_another_seed_leaves_the_recorded_prompts_alone(run_suites):
+    code, output, _ = run_suites(*REFERENCE_SLICE, "--seed", "7")
+    assert code == 0, output
