@@ -29,7 +29,8 @@ _NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 _COMMON = {"deadline": None, "print_blob": True, "report_multiple_bugs": False}
 PROFILES = {
     "default": {"max_examples": 20, "phases": _NO_SHRINK},
-    "ci": {"max_examples": 20, "phases": _NO_SHRINK, "derandomize": True},
+    # the same examples on every run, and no example database that an earlier run could have filled
+    "ci": {"max_examples": 20, "phases": _NO_SHRINK, "derandomize": True, "database": None},
     "thorough": {"max_examples": 300, "phases": _NO_SHRINK},
     "shrink": {"max_examples": 100},
 }
