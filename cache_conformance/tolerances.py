@@ -4,7 +4,7 @@ A value passes when |actual - expected| <= atol + rtol * |expected|, elementwise
 
 The two paths differ only in the order of floating-point reductions (the static cache hands attention a
 longer, partly masked key buffer), so the tolerance covers rounding, not behaviour. The numbers come from
-benchmarks/calibrate_tolerances.py (200 random chunk schedules on the embedded checkpoint, transformers 5.23,
+benchmarks/calibrate_tolerances.py (random chunk schedules, 200 by default, on the embedded checkpoint, transformers 5.23,
 torch 2.13 CPU), whose logits have a standard deviation of about 1; one token lost or misplaced moves them by
 1 to 5 (measured with the early-eviction fault).
 - float32: largest difference 2.6e-5 (eager and sdpa). transformers' own generate comparisons use 1e-5, which
