@@ -44,11 +44,7 @@ class Expectation:
     reference: str = ""
 
     def applies_to(self, nodeid: str, version: Version) -> bool:
-        return version in self.releases and any(_pattern(p).fullmatch(nodeid) for p in self.tests)
-
-    def names_any_function(self, functions: set[str]) -> bool:
-        """Whether a pattern's part before the parameters ("file::function") matches one of `functions`."""
-        return any(_pattern(p.partition("[")[0]).fullmatch(f) for p in self.tests for f in functions)
+        return version in self.releases and any(matches(p, nodeid) for p in self.tests)
 
     def explains(self, exception_type: str, message: str) -> bool:
         """Whether a test that ended with `exception_type: message` failed the way this entry says it does."""
@@ -67,6 +63,16 @@ class Expectation:
             "evidence": self.evidence,
             "reference": self.reference,
         }
+
+
+def matches(pattern: str, nodeid: str) -> bool:
+    """Whether a node id pattern (`*` is any run of characters) matches the whole of `nodeid`."""
+    return _pattern(pattern).fullmatch(nodeid) is not None
+
+
+def names_function(pattern: str, functions: set[str]) -> bool:
+    """Whether a pattern's part before the parameters ("file::function") matches one of `functions`."""
+    return any(matches(pattern.partition("[")[0], function) for function in functions)
 
 
 def _pattern(text: str) -> re.Pattern:

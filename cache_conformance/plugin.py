@@ -267,22 +267,33 @@ class ResultsRecorder:
         terminalreporter.write_line(f"results: {results_path(self.config)}")
 
     def unused_expectations(self) -> list[expectations.Expectation]:
-        """Entries for this release that matched no test although the run could have run one. Not judged when -k,
-        -m or --lf narrowed the run; when paths or node ids narrowed it, only entries naming a test function that
-        was collected are judged; entries naming a device that --device left out are not judged."""
+        """Entries for this release none of whose patterns that this run could have matched did match. Not judged
+        at all when -k, -m or --lf narrowed the run. A pattern this run could not have matched: one naming a device
+        or a device-attention pair it had no target for (--device, or an attention implementation left out here,
+        e.g. flex_attention without CUDA), and, when paths or node ids narrowed the run, one naming no test
+        function that was collected."""
         if self.config.getoption("keyword") or self.config.getoption("markexpr") or self.config.getoption("lf", False):
             return []
         ran = list(self.collector.records)
         functions = {nodeid.partition("[")[0] for nodeid in ran}
         whole_suite = all("::" not in arg and Path(arg).resolve() == SUITES for arg in self.config.args)
-        left_out = [device for device in targets.DEVICES if device not in self.config.stash[DEVICES_KEY]]
-        return [
-            entry for entry in self.config.stash[EXPECTATIONS_KEY]
-            if adapter.INSTALLED in entry.releases
-            and (whole_suite or entry.names_any_function(functions))
-            and not any(f"-{device}-" in pattern for pattern in entry.tests for device in left_out)
-            and not any(entry.applies_to(n, adapter.INSTALLED) for n in ran)
-        ]
+        devices = self.config.stash[DEVICES_KEY]
+        pairs = {(t.device, t.attn_implementation) for t in targets.all_targets(devices)}
+        outside = [f"-{d}-" for d in targets.DEVICES if d not in devices]
+        outside += [f"-{d}-{a}" for d in targets.DEVICES for a in targets.ATTENTION_IMPLEMENTATIONS if (d, a) not in pairs]
+
+        def could_match(pattern: str) -> bool:
+            return (not any(mark in pattern for mark in outside)
+                    and (whole_suite or expectations.names_function(pattern, functions)))
+
+        unused = []
+        for entry in self.config.stash[EXPECTATIONS_KEY]:
+            judged = [pattern for pattern in entry.tests if could_match(pattern)]
+            if adapter.INSTALLED in entry.releases and judged and not any(
+                expectations.matches(pattern, nodeid) for pattern in judged for nodeid in ran
+            ):
+                unused.append(entry)
+        return unused
 
 
 # ---- fixtures ----

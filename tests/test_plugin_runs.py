@@ -95,8 +95,9 @@ def test_an_entry_that_matches_nothing_is_reported(run_suites, tmp_path):
 
 @pytest.mark.parametrize(
     "pattern",
-    ["suites/test_overflow.py::test_overflow_error_is_clear[*", "suites/test_equivalence.py::*[float32-cuda-eager*"],
-    ids=["another-test-than-the-path-selected", "a-device-left-out"],
+    ["suites/test_overflow.py::test_overflow_error_is_clear[*", "suites/test_equivalence.py::*[float32-cuda-eager*",
+     "suites/test_equivalence.py::*[float32-cpu-flex_attention*"],
+    ids=["another-test-than-the-path-selected", "a-device-left-out", "an-attention-left-out-here"],
 )
 def test_an_entry_the_narrowed_run_could_not_use_is_not_reported(run_suites, tmp_path, pattern):
     path = expectation_file(tmp_path, pattern)

@@ -286,11 +286,11 @@ def drift(columns: list[dict]) -> dict:
                                 title="largest snapshot max abs diff per release") if ordered else ""}
 
 
-def deprecations(columns: list[dict]) -> list[dict]:
+def deprecations(columns: list[dict]) -> dict:
     """Per release (newest first), the deprecations users' ordinary cache calls were told of (metrics.deprecations
-    of the deprecations suite): information about what breaks next, not failures. Releases announcing none are
-    listed with an empty list."""
-    found = []
+    of the deprecations suite): information about what breaks next, not failures. {"announced": [{release,
+    entries}], "quiet": [releases that recorded the calls and announced nothing]}."""
+    found, quiet = [], []
     for col in reversed(columns):
         if col["run"].crashed:
             continue
@@ -305,12 +305,14 @@ def deprecations(columns: list[dict]) -> list[dict]:
                 if isinstance(entry, dict) and isinstance(entry.get("message"), str):
                     key = (entry.get("kind", ""), entry["message"], entry.get("removal", ""))
                     announced[key].add(check.split("::")[-1])
-        if recorded:
+        if recorded and not announced:
+            quiet.append(col["release"])
+        elif announced:
             found.append({"release": col["release"], "entries": [
                 {"kind": kind, "message": message, "removal": removal or "not named", "calls": sorted(calls)}
                 for (kind, message, removal), calls in sorted(announced.items(), key=lambda item: item[0][1])
             ]})
-    return found
+    return {"announced": found, "quiet": quiet}
 
 
 def header(columns: list[dict]) -> dict:
