@@ -7,11 +7,13 @@ Format (version 1), designed for the HTML report:
                expectations: "applied" | "ignored", command},
   "summary": {outcome: count},
   "tests": [{id, check, suite, params: {dtype, device, attn}, outcome, raw_outcome, expected, reason, evidence,
-             reference, message, metrics, duration_s}]
+             reference, raises, match, releases, tests, message, metrics, duration_s}]
 }
 outcome: what pytest concluded after expectations: passed, failed, error, skipped, xfailed.
 raw_outcome: what the test itself did, before expectations: passed, failed, error, skipped.
 expected: "pass" or "fail" (from the expectations file).
+message: the failure message; for an expected failure that failed another way, the "expected failure did not
+match: ..." line first.
 """
 
 from __future__ import annotations
