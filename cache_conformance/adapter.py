@@ -168,6 +168,11 @@ def layer_is_sliding(cache, layer: int) -> bool:
     return bool(cache.is_sliding[layer])
 
 
+def capacity(cache) -> int:
+    """How many positions the full-attention layers can hold (the sliding layers hold at most the window)."""
+    return max(layer_storage(cache, layer)[0].shape[2] for layer in range(layer_count(cache)))
+
+
 def reset(cache) -> None:
     cache.reset()
 

@@ -56,8 +56,7 @@ def _window_full(cache, layer: int) -> bool:
     full-attention layers (a cache smaller than the window only ever holds its capacity, which is no window)."""
     stored = adapter.layer_storage(cache, layer)[0]
     held = int(stored.ne(0).any(dim=3).any(dim=1).any(dim=0).sum())
-    capacity = max(adapter.layer_storage(cache, other)[0].shape[2] for other in range(adapter.layer_count(cache)))
-    return held == stored.shape[2] < capacity
+    return held == stored.shape[2] < adapter.capacity(cache)
 
 
 def _wrong_slot(update):
