@@ -18,6 +18,12 @@ def expectation_file(tmp_path, test_pattern, raises="AssertionError", match="max
     return path
 
 
+def run_one_check_expected_to_fail(run_suites, tmp_path, *args, **failure):
+    """ONE_CHECK with an expectation naming `failure` (raises, match) for it; returns run_suites' answer."""
+    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*", **failure)
+    return run_suites(*ONE_CHECK, f"--expectations-file={path}", *args)
+
+
 def test_a_clean_run_records_run_info_params_and_metrics(run_suites):
     code, output, results = run_suites(*ONE_CHECK)
     assert code == 0, output
@@ -31,8 +37,7 @@ def test_a_clean_run_records_run_info_params_and_metrics(run_suites):
 
 
 def test_an_expected_failure_that_passes_turns_the_run_red(run_suites, tmp_path):
-    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*")
-    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}")
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path)
     assert code == 1 and "XPASS(strict)" in output
     [record] = results["tests"]
     assert (record["outcome"], record["raw_outcome"], record["expected"]) == ("failed", "passed", "fail")
@@ -40,20 +45,19 @@ def test_an_expected_failure_that_passes_turns_the_run_red(run_suites, tmp_path)
 
 
 def test_an_expected_failure_that_fails_is_green_and_keeps_the_raw_outcome(run_suites, tmp_path):
-    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*")
-    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "--inject-fault", "early-eviction")
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, "--inject-fault", "early-eviction")
     assert code == 0, output
     [record] = results["tests"]
     assert (record["outcome"], record["raw_outcome"]) == ("xfailed", "failed")
     assert "max abs diff" in record["message"]
-    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "--inject-fault",
-                                       "early-eviction", "--no-expectations")
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, "--inject-fault", "early-eviction",
+                                                           "--no-expectations")
     assert code == 1 and results["tests"][0]["outcome"] == "failed" and results["run_info"]["expectations"] == "ignored"
 
 
 def test_a_failure_of_another_kind_than_expected_turns_the_run_red_with_both_texts(run_suites, tmp_path):
-    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*", match="holds position")
-    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "--inject-fault", "early-eviction")
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, "--inject-fault", "early-eviction",
+                                                           match="holds position")
     assert code == 1, output
     [record] = results["tests"]
     assert (record["outcome"], record["raw_outcome"], record["expected"]) == ("failed", "failed", "fail")
@@ -64,8 +68,7 @@ def test_a_failure_of_another_kind_than_expected_turns_the_run_red_with_both_tex
 
 
 def test_a_harness_crash_inside_an_expected_failure_turns_the_run_red(run_suites, tmp_path):
-    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*")
-    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "-p", "tests.plugins.harness_crash")
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, "-p", "tests.plugins.harness_crash")
     assert code == 1, output
     [record] = results["tests"]
     assert (record["outcome"], record["raw_outcome"]) == ("failed", "failed")
@@ -75,9 +78,8 @@ def test_a_harness_crash_inside_an_expected_failure_turns_the_run_red(run_suites
 
 def test_a_crash_in_setup_is_never_the_expected_failure(run_suites, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CRASH_IN", "setup")
-    path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*", raises="RuntimeError",
-                            match="planted harness crash")
-    code, output, results = run_suites(*ONE_CHECK, f"--expectations-file={path}", "-p", "tests.plugins.harness_crash")
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, "-p", "tests.plugins.harness_crash",
+                                                           raises="RuntimeError", match="planted harness crash")
     assert code == 1, output
     [record] = results["tests"]
     assert record["outcome"] == "error" and "planted harness crash" in record["message"]
