@@ -62,34 +62,48 @@ def located(where: str):
 
 
 def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *, attention_mask=None, label=""):
-    """Prefill `prompt` into `cache`, then greedy-decode `steps` tokens one at a time, comparing each step."""
+    """Prefill `prompt` into `cache`, then greedy-decode `steps` tokens one at a time, comparing each step.
+
+    The cached path runs first; one recomputation over the whole sequence is then the reference for every step
+    (causal attention: its logits at position t are those of recomputing the prefix up to t). Steps are compared in
+    order, so the first failure reported is the earliest, also when a later step raised."""
     label = f"{label}: " if label else ""
     length = prompt.shape[1]
-    where = f"{label}prefill of {length} tokens"
-    with located(where):
-        logits = adapter.forward(
-            model, prompt, cache=cache, start=0, attention_mask=attention_mask,
-            position_ids=positions_from_mask(attention_mask),
-        )
-    reference = without_padding(recompute(model, prompt, attention_mask), attention_mask)
-    compare.logits_close(logits, reference, where=where, positions=list(range(length)))
     sequence = prompt
-    for step in range(1, steps + 1):
-        position = sequence.shape[1]
-        next_token = logits[:, -1:].argmax(-1)
-        sequence = torch.cat([sequence, next_token], dim=1)
-        if attention_mask is not None:
-            attention_mask = torch.cat([attention_mask, torch.ones_like(next_token)], dim=1)
-        positions = positions_from_mask(attention_mask)
-        where = f"{label}decode step {step} (position {position}, {position + 1} tokens seen)"
+    cached = []  # (where, logits, positions, decoded), in the order the steps ran
+    raised = None
+    try:
+        where = f"{label}prefill of {length} tokens"
         with located(where):
             logits = adapter.forward(
-                model, next_token, cache=cache, start=position, attention_mask=attention_mask,
-                position_ids=positions[:, -1:] if positions is not None else None,
+                model, prompt, cache=cache, start=0, attention_mask=attention_mask,
+                position_ids=positions_from_mask(attention_mask),
             )
-        reference = recompute(model, sequence, attention_mask)[:, -1:]
-        compare.logits_close(logits, reference, where=where, positions=[position])
-        compare.greedy_tokens_match(logits.argmax(-1), reference, where=where, positions=[position])
+        cached.append((where, logits, list(range(length)), False))
+        for step in range(1, steps + 1):
+            position = sequence.shape[1]
+            next_token = logits[:, -1:].argmax(-1)
+            sequence = torch.cat([sequence, next_token], dim=1)
+            if attention_mask is not None:
+                attention_mask = torch.cat([attention_mask, torch.ones_like(next_token)], dim=1)
+            positions = positions_from_mask(attention_mask)
+            where = f"{label}decode step {step} (position {position}, {position + 1} tokens seen)"
+            with located(where):
+                logits = adapter.forward(
+                    model, next_token, cache=cache, start=position, attention_mask=attention_mask,
+                    position_ids=positions[:, -1:] if positions is not None else None,
+                )
+            cached.append((where, logits, [position], True))
+    except AssertionError as error:
+        raised = error
+    reference = without_padding(recompute(model, sequence, attention_mask), attention_mask)
+    for where, logits, positions, decoded in cached:
+        expected = reference[:, positions[0] : positions[-1] + 1]
+        compare.logits_close(logits, expected, where=where, positions=positions)
+        if decoded:
+            compare.greedy_tokens_match(logits.argmax(-1), expected, where=where, positions=positions)
+    if raised is not None:
+        raise raised
     return sequence
 
 

@@ -348,7 +348,17 @@ def recorded_tokens(request, model):
     return _tokens(request, model, 0)
 
 
+@pytest.fixture(scope="session")
+def named_tokens(pytestconfig, model):
+    """named_tokens(name) -> tokens(batch, length) seeded by `name` and --seed rather than by the test: for a
+    scenario that several tests grade (run once, shared through a session fixture)."""
+    return lambda name: _token_source(model, name, pytestconfig.getoption("seed"))
+
+
 def _tokens(request, model, seed: int):
-    check = dict(request.node.user_properties).get("check", request.node.nodeid)
-    generator = torch.Generator().manual_seed(zlib.crc32(check.encode()) ^ seed)
+    return _token_source(model, dict(request.node.user_properties).get("check", request.node.nodeid), seed)
+
+
+def _token_source(model, name: str, seed: int):
+    generator = torch.Generator().manual_seed(zlib.crc32(name.encode()) ^ seed)
     return lambda batch, length: random_tokens(model, batch, length, generator)

@@ -74,10 +74,16 @@ def _with_rotary(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> to
     return keys * cos[:, None] + rotated * sin[:, None]
 
 
-@torch.no_grad()
 def oracle_keys_values(model, input_ids, *, attention_mask=None, position_ids=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, the (keys, values) a cache must store for every position of `input_ids`, each of shape
     (batch, kv_heads, seq, head_dim), from one forward pass without cache."""
+    return oracle_pass(model, input_ids, attention_mask=attention_mask, position_ids=position_ids)[0]
+
+
+@torch.no_grad()
+def oracle_pass(model, input_ids, *, attention_mask=None, position_ids=None):
+    """(oracle_keys_values, logits) of one forward pass without cache: the logits are that pass's own, i.e. the
+    recomputation a cached run is compared with."""
     captured: dict[int, dict[str, torch.Tensor]] = {}
     handles = []
     for module in _attention_modules(model):
@@ -99,14 +105,12 @@ def oracle_keys_values(model, input_ids, *, attention_mask=None, position_ids=No
             module.v_proj.register_forward_hook(take_values),
         ]
     try:
-        adapter.forward(model, input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        logits = adapter.forward(model, input_ids, attention_mask=attention_mask, position_ids=position_ids)
     finally:
         for handle in handles:
             handle.remove()
-    return [
-        (_with_rotary(c["keys"], c["cos"], c["sin"]), c["values"])
-        for _, c in sorted(captured.items())
-    ]
+    keys_values = [(_with_rotary(c["keys"], c["cos"], c["sin"]), c["values"]) for _, c in sorted(captured.items())]
+    return keys_values, logits
 
 
 def _slot_diffs(cache, layer: int, oracle) -> torch.Tensor:
@@ -181,11 +185,13 @@ class CacheFollower:
     the release's order, the oracle's keys and values of the positions its `Window` holds. With an attention
     mask, padded positions are not compared (their hidden states are not defined by the model) and each row's
     sliding layers must hold that row's last min(W, real tokens) real tokens: padding takes no window slot a
-    real token needs. `log` records what each layer held after each call, for the results file."""
+    real token needs. `log` records what each layer held after each call, for the results file.
+    `recomputed_logits` are the logits of the oracle's pass (recomputation over the whole sequence), when known."""
 
     def __init__(self, cache, oracle, windows: list[Window], sliding: list[bool], tolerance: ContentTolerance, *,
-                 attention_mask=None):
+                 attention_mask=None, recomputed_logits=None):
         self.cache, self.oracle, self.windows, self.tolerance = cache, oracle, windows, tolerance
+        self.recomputed_logits = recomputed_logits
         self.kinds = ["sliding" if s else "full-attention" for s in sliding]
         self.attention_mask = attention_mask
         self.log: list[dict] = []
@@ -233,10 +239,10 @@ def static_windows(model, window: int) -> list[Window]:
 
 def follow(model, cache, sequence, windows, *, attention_mask=None) -> CacheFollower:
     """A follower of `cache` over `sequence`, with the oracle computed for it."""
-    oracle = oracle_keys_values(model, sequence, attention_mask=attention_mask,
-                                position_ids=positions_from_mask(attention_mask))
+    oracle, logits = oracle_pass(model, sequence, attention_mask=attention_mask,
+                                 position_ids=positions_from_mask(attention_mask))
     return CacheFollower(cache, oracle, windows, adapter.sliding_layers(model.config), content_tolerance(model.dtype),
-                         attention_mask=attention_mask)
+                         attention_mask=attention_mask, recomputed_logits=logits)
 
 
 @torch.no_grad()

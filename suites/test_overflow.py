@@ -7,6 +7,7 @@ scenario is graded by four separately reported checks:
   capacity and the requested length, not a low-level error from inside the cache or attention;
 - intact: after the failed call, every layer's keys and values and the reported length are unchanged;
 - recoverable: after reset(), the same cache serves a fresh prompt exactly like recomputation.
+Each scenario's overflowing call runs once per target; the four checks grade that one call.
 No release has a generate() path whose own static cache is sized below what it generates: generate() sizes that
 cache for the request, so that path is checked for never overflowing (test_overflow_never_from_generates_own_cache).
 """
@@ -77,19 +78,31 @@ class OverflowRun:
     result: overflow.Attempt
 
 
+@pytest.fixture(scope="session")
+def overflow_runs(target) -> dict[str, OverflowRun]:
+    """Each scenario's overflow, run once per target: the four checks grade the same failed call. Only the recovery
+    check uses the cache afterwards; the others read the copies of its state taken around the call."""
+    return {}
+
+
 @pytest.fixture(params=SCENARIOS)
-def overflowed(request, model, window, tokens, metrics) -> OverflowRun:
-    capacity = capacity_for(window)
-    cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
-    call, requested = SCENARIOS[request.param](model, cache, tokens(1, capacity + 4), capacity, window)
-    result = overflow.attempt(call, lambda: overflow.cache_state(cache))
+def overflowed(request, overflow_runs, model, window, named_tokens, metrics) -> OverflowRun:
+    scenario = request.param
+    if scenario not in overflow_runs:
+        capacity = capacity_for(window)
+        cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
+        sequence = named_tokens(f"overflow {scenario}")(1, capacity + 4)
+        call, requested = SCENARIOS[scenario](model, cache, sequence, capacity, window)
+        overflow_runs[scenario] = OverflowRun(cache, capacity, requested,
+                                              overflow.attempt(call, lambda: overflow.cache_state(cache)))
+    run = overflow_runs[scenario]
     metrics.update(
-        capacity=capacity,
-        requested=sorted(requested),
-        exception_type=type(result.error).__qualname__ if result.error else None,
-        exception_message=str(result.error)[:500] if result.error else None,
+        capacity=run.capacity,
+        requested=sorted(run.requested),
+        exception_type=type(run.result.error).__qualname__ if run.result.error else None,
+        exception_message=str(run.result.error)[:500] if run.result.error else None,
     )
-    return OverflowRun(cache, capacity, requested, result)
+    return run
 
 
 def test_overflow_raises(overflowed):

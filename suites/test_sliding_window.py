@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_conformance import adapter
-from cache_conformance.decoding import left_padded, positions_from_mask, random_tokens, recompute, without_padding
+from cache_conformance.decoding import left_padded, positions_from_mask, random_tokens, without_padding
 from cache_conformance.window_oracle import (
     CacheFollower,
     Window,
@@ -31,7 +31,7 @@ def feed_chunks(model, follower: CacheFollower, sequence, sizes, *, attention_ma
     """Feed `sequence` through the follower's cache in chunks of `sizes`, checking every layer after each and,
     given `compare`, each chunk's logits against recomputation."""
     positions = positions_from_mask(attention_mask)
-    reference = without_padding(recompute(model, sequence, attention_mask), attention_mask) if compare else None
+    reference = without_padding(follower.recomputed_logits, attention_mask) if compare else None
     start = 0
     for number, size in enumerate(sizes, start=1):
         end = start + size
@@ -202,27 +202,28 @@ def test_generate_default_cache_trims_sliding_layers(model, window, tokens, metr
 
 # ---- property: any schedule, batch and padding, against a deque model of the window ----
 
-_window_variants: dict = {}
+@pytest.fixture(scope="session")
+def model_with_window(model, target, checkpoint_path):
+    """model_with_window(W): the checkpoint with sliding window W (a variant config), loaded once per target and W
+    in each session (a fault that patches loading applies to the variants too)."""
+    variants = {adapter.window(model.config): model}
 
+    def load(window: int):
+        if window not in variants:
+            variants[window] = adapter.load_model(
+                checkpoint_path, dtype=target.dtype, device=target.device,
+                attn_implementation=target.attn_implementation, sliding_window=window,
+            )
+        return variants[window]
 
-def model_with_window(model, target, checkpoint_path, window: int):
-    """The checkpoint with another sliding window (a variant config), loaded once per target and window."""
-    if window == adapter.window(model.config):
-        return model
-    key = (target, window)
-    if key not in _window_variants:
-        _window_variants[key] = adapter.load_model(
-            checkpoint_path, dtype=target.dtype, device=target.device,
-            attn_implementation=target.attn_implementation, sliding_window=window,
-        )
-    return _window_variants[key]
+    return load
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # `compare` keeps the worst case on purpose
 @given(data=st.data())
-def test_any_schedule_batch_and_padding(model, window, target, checkpoint_path, compare, data):
+def test_any_schedule_batch_and_padding(window, model_with_window, compare, data):
     drawn_window = data.draw(st.sampled_from(sorted({window, max(2, window // 2 - 1)})), label="W")
-    variant = model_with_window(model, target, checkpoint_path, drawn_window)
+    variant = model_with_window(drawn_window)
     lengths = data.draw(st.lists(st.integers(1, 2 * drawn_window + 1), min_size=1, max_size=2), label="prompt lengths")
     continuation = data.draw(st.lists(st.integers(1, drawn_window + 2), max_size=4), label="continuation chunk sizes")
     token_seed = data.draw(st.integers(0, 2**16), label="token seed")
