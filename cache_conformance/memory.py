@@ -178,14 +178,18 @@ def _held_bytes_cpu(scenario: Callable[[Reading], None]) -> HeldBytes:
         scenario(reading)
     events = []  # (time, order, size or None for a reading, address)
     pending = list(profiler.profiler.kineto_results.experimental_event_tree())
+    # Tens of thousands of events per scenario: the loop reads as few of their fields as it can.
+    allocation = torch._C._profiler._EventType.Allocation
     while pending:
         event = pending.pop()
-        pending.extend(event.children)
-        fields = event.extra_fields
-        if hasattr(fields, "alloc_size") and fields.device.type == "cpu":
-            events.append((event.start_time_ns, fields.id, fields.alloc_size, fields.ptr))
-        elif event.name == _READING_MARK:
-            events.append((event.start_time_ns, 0, None, 0))
+        if event.tag == allocation:
+            fields = event.extra_fields
+            if fields.device.type == "cpu":
+                events.append((event.start_time_ns, fields.id, fields.alloc_size, fields.ptr))
+        else:
+            pending += event.children
+            if event.name == _READING_MARK:
+                events.append((event.start_time_ns, 0, None, 0))
     series, alive, held, peak = [], {}, 0, 0
     for _, _, size, address in sorted(events, key=lambda e: e[:2]):
         if size is None:
