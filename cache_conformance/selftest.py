@@ -2,27 +2,28 @@
 
     python -m cache_conformance.selftest [--fault NAME ...] [--workers N]
 
-Runs each suite's smallest slice (SLICES) in a pytest subprocess with pytest-xdist: once without a fault (every test
-must pass, expected failures aside), then once per fault, on the suite of the property that must catch it, and once
-more in a 16-bit dtype for one fault per property (SIXTEEN_BIT), where the tolerances are widest. A fault is caught
-only on the property's own evidence: a test of that suite fails with a message that says where and by how much
-(LOCATIONS: step, position, layer, slot, bytes). A test that ends in an exception of its own (an IndexError from
-inside the model, a TypeError from the patch) is no such evidence: the fault is graded "crashed", not caught.
-Property tests run with the `ci` hypothesis profile (derandomized, no example database), so the table is the same
-on every run. Prints a table fault -> tests failed -> property -> outcome -> margin (the fault's difference over the
-tolerance or threshold it had to exceed), writes reports/results/selftest-transformers-<version>.json for the
-report, and exits 1 when the clean run is not clean or any fault goes uncaught.
+Runs each suite's smallest slice (SLICES) as a pytest session under every fault whose property it is (the patch
+applied for the session and undone when it ends), once more in a 16-bit dtype for one fault per property
+(SIXTEEN_BIT), where the tolerances are widest, and once without any fault (every test must pass, expected failures
+aside). The sessions run one after another in N long-lived worker processes (cache_conformance/pytest_runs.py), so
+torch and transformers are imported N times, not once per session; the clean sessions run last, in processes that
+have already run faults, so a patch that was not fully undone would show as a clean session that is not clean.
+A fault is caught only on the property's own evidence: a test of that suite fails with a message that says where
+and by how much (LOCATIONS: step, position, layer, slot, bytes). A test that ends in an exception of its own (an
+IndexError from inside the model, a TypeError from the patch) is no such evidence: the fault is graded "crashed",
+not caught. Property tests run with the `ci` hypothesis profile (derandomized, no example database), so the table
+is the same on every run. Prints a table fault -> tests failed -> property -> outcome -> margin (the fault's
+difference over the tolerance or threshold it had to exceed), writes
+reports/results/selftest-transformers-<version>.json for the report, and exits 1 when a clean session is not clean
+or any fault goes uncaught.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 import transformers
 
 from cache_conformance import checkpoint, faults, pins, results
+from cache_conformance.pytest_runs import Run, Session, run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
@@ -97,15 +99,6 @@ def margin(evidence: str) -> float | None:
 
 
 @dataclass
-class Run:
-    """One pytest subprocess: its exit code, the tail of its output, and its results file (None if none written)."""
-
-    code: int
-    output: str
-    results: dict | None
-
-
-@dataclass
 class Detection:
     name: str
     description: str
@@ -120,19 +113,6 @@ class Detection:
     @property
     def outcome(self) -> str:
         return "caught" if self.caught else "CRASHED" if self.crashed else "NO"
-
-
-def run_pytest(args: list[str], *, workers: int, fault: str | None = None) -> Run:
-    with tempfile.TemporaryDirectory() as scratch:
-        results_file = Path(scratch) / "results.json"
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--results-file={results_file}",
-                   "-n", str(workers), "--dist", "load", *COMMON_ARGS, *args]
-        if fault:
-            command += ["--inject-fault", fault]
-        completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False,
-                                   env=os.environ | {"PYTHONHASHSEED": "0"})
-        results = json.loads(results_file.read_text()) if results_file.exists() else None
-    return Run(completed.returncode, (completed.stdout + completed.stderr)[-3000:], results)
 
 
 def grade(fault: faults.Fault, run: Run | None, dtype: str = "float32") -> Detection:
@@ -209,41 +189,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cache_conformance.selftest", description=__doc__.splitlines()[0])
     parser.add_argument("--fault", action="append", choices=sorted(faults.CATALOGUE),
                         help="only this fault (repeatable; default: the whole catalogue)")
-    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per run (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes running the sessions (default 2)")
     parser.add_argument("--output", type=Path, help="results file (default: reports/results/selftest-transformers-<version>.json)")
     args = parser.parse_args(argv)
     chosen = [faults.CATALOGUE[name] for name in (args.fault or sorted(faults.CATALOGUE))]
     started = time.monotonic()
     print(f"selftest on transformers {transformers.__version__}; {pins.header_line()}", flush=True)
 
-    problems = []
+    planned = [(fault, "float32", SLICES[fault.caught_by]) for fault in chosen]
+    planned += [(fault, "bfloat16", SIXTEEN_BIT_SLICE) for fault in chosen
+                if SIXTEEN_BIT.get(fault.caught_by) == fault.name]
+    present = [prop for prop in PROPERTIES if suite_file(prop).exists()]
+    under_fault = [index for index, (fault, _, _) in enumerate(planned) if fault.caught_by in present]
+    # The fault sessions first, the clean ones last (see the module's docstring).
+    sessions = [Session((str(suite_file(planned[i][0].caught_by).relative_to(ROOT)), *COMMON_ARGS, *planned[i][2]),
+                        planned[i][0].name) for i in under_fault]
+    sessions += [Session((str(suite_file(prop).relative_to(ROOT)), *COMMON_ARGS, *SLICES[prop])) for prop in present]
+
+    def done(index: int, run: Run) -> None:
+        if index < len(under_fault):
+            fault, dtype, _ = planned[under_fault[index]]
+            print(f"  {fault.name} ({dtype}): {grade(fault, run, dtype).outcome} ", end="")
+        else:
+            prop = present[index - len(under_fault)]
+            print(f"  clean {prop}: {clean_run_problem(run) or json.dumps(run.results['summary'])} ", end="")
+        print(f"({time.monotonic() - started:.0f} s)", flush=True)
+
+    print(f"{len(sessions)} pytest sessions on {args.workers} worker processes", flush=True)
+    runs = run_all(sessions, workers=args.workers, on_done=done)
+    fault_runs = dict(zip(under_fault, runs))  # none for a fault whose suite is missing
+    detections = [grade(fault, fault_runs.get(index), dtype) for index, (fault, dtype, _) in enumerate(planned)]
+
+    problems = [f"{suite_file(prop).relative_to(ROOT)} is missing" for prop in PROPERTIES if prop not in present]
     clean_summary: dict[str, int] = {}
-    for prop, slice_args in SLICES.items():
-        if not suite_file(prop).exists():
-            problems.append(f"{suite_file(prop).relative_to(ROOT)} is missing")
-            continue
-        clean = run_pytest([str(suite_file(prop).relative_to(ROOT)), *slice_args], workers=args.workers)
+    for prop, clean in zip(present, runs[len(under_fault):]):
         problem = clean_run_problem(clean)
         if problem:
             problems.append(f"{prop}: {problem}")
-        else:
-            for outcome, count in clean.results["summary"].items():
-                clean_summary[outcome] = clean_summary.get(outcome, 0) + count
-        print(f"  clean run of {prop}: {problem or json.dumps(clean.results['summary'])} "
-              f"({time.monotonic() - started:.0f} s)", flush=True)
-
-    runs = [(fault, "float32", SLICES[fault.caught_by]) for fault in chosen]
-    runs += [(fault, "bfloat16", SIXTEEN_BIT_SLICE) for fault in chosen if SIXTEEN_BIT.get(fault.caught_by) == fault.name]
-    detections = []
-    for number, (fault, dtype, slice_args) in enumerate(runs, 1):
-        suite = suite_file(fault.caught_by)
-        run = None
-        if suite.exists():
-            run = run_pytest([str(suite.relative_to(ROOT)), *slice_args], workers=args.workers, fault=fault.name)
-        detections.append(grade(fault, run, dtype))
-        print(f"  [{number}/{len(runs)}] {fault.name} ({dtype}): {detections[-1].outcome} "
-              f"({time.monotonic() - started:.0f} s)", flush=True)
-
+            continue
+        for outcome, count in clean.results["summary"].items():
+            clean_summary[outcome] = clean_summary.get(outcome, 0) + count
     print()
     print(table(detections))
     uncaught = [d for d in detections if not d.caught]

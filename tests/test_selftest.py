@@ -128,10 +128,10 @@ def test_every_property_with_a_fault_has_a_slice_and_a_location_pattern():
 
 
 def test_a_fault_patch_that_raises_a_type_error_is_graded_crashed(fault):
-    # The real pipeline: the equivalence slice in a pytest subprocess, its update replaced by a broken patch.
-    run = selftest.run_pytest(["suites/test_equivalence.py::test_prefill_then_decode_across_the_window",
-                               *selftest.SLICES["equivalence"], "-p", "tests.plugins.cache_update_raises_type_error"],
-                              workers=1)
+    # The real pipeline: the equivalence slice in a worker process, its update replaced by a broken patch.
+    session = selftest.Session(("suites/test_equivalence.py::test_prefill_then_decode_across_the_window",
+                                *selftest.SLICES["equivalence"], "-p", "tests.plugins.cache_update_raises_type_error"))
+    [run] = selftest.run_all([session], workers=1)
     detection = selftest.grade(fault, run)
     assert (detection.caught, detection.crashed, detection.outcome) == (False, True, "CRASHED"), detection
     assert "raised TypeError: patched() got an unexpected keyword argument 'cache_position'" in detection.evidence

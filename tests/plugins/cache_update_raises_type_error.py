@@ -13,5 +13,8 @@ def _broken(update):
     return patched
 
 
-_patch = pytest.MonkeyPatch()
-faults.cache_update_wrapped_by(_broken)(_patch)
+def pytest_configure(config):
+    # for this session only, as --inject-fault applies a catalogued fault (the self-test runs many in one process)
+    patch = pytest.MonkeyPatch()
+    faults.cache_update_wrapped_by(_broken)(patch)
+    config.add_cleanup(patch.undo)
