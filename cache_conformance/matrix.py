@@ -1,8 +1,12 @@
-"""Run the suites on a set of transformers releases, two at a time, and collect their results files.
+"""Run the suites on a set of transformers releases, two at a time, collect their results files, build the report.
 
-    python -m cache_conformance.matrix [--releases 4.50 4.56 5.0 latest] [--jobs 2] [-- extra pytest arguments]
+    python -m cache_conformance.matrix [--releases 4.50 4.56 5.0 latest] [--jobs 2] [--no-report] [-- pytest args]
 
-Each release runs in its tox environment `py311-transformers-<release>` (created on first use, reused after).
+Each release runs in its tox environment `py311-transformers-<release>` (created on first use, reused after), with
+the project's wheel built once for all of them (tox's --installpkg) rather than once per release. Phases are timed
+apart: the wheel; per release, creating or checking the environment (`tox run --notest`), then the run
+(`tox run --skip-pkg-install`) and within it, from its results file, interpreter start and imports, collection and
+tests; the report (`tox -e report`) at the end. The closing table lists them per release, with their totals.
 Default releases: every `py311-transformers-*` environment that `tox -l` lists (each minor from 4.50 to the
 newest, then `latest`). A release whose environment fails to install, or whose run crashes or times out, does
 not stop the others: it gets a stand-in results file, reports/results/transformers-<requested>.json =
@@ -27,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,6 +51,9 @@ class Job:
     version: str = ""
     detail: str = ""  # failure counts or the crash reason
     results_file: Path | None = None
+    environment_s: float = 0.0  # creating (or checking) the tox environment
+    run_s: float = 0.0  # the tox run of the suites, tox's own start-up included
+    phases: dict = field(default_factory=dict)  # the run's own figures (results file's run_info["phases"])
 
     @property
     def env(self) -> str:
@@ -58,6 +66,7 @@ class Settings:
     logs: Path
     jobs: int
     timeout_s: float
+    wheel: Path
     pytest_args: list[str] = field(default_factory=list)
 
 
@@ -75,6 +84,13 @@ def thread_settings(jobs: int, cores: int) -> tuple[list[str], dict[str, str]]:
     return ["-n", "0"], {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
+def build_wheel(folder: Path) -> Path:
+    """The project's wheel, built once: every release's environment installs this same file."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder), str(ROOT)],
+                   check=True, capture_output=True, text=True)
+    return next(folder.glob("*.whl"))
+
+
 def run_release(job: Job, settings: Settings) -> None:
     """Run one release's suites in its tox environment; never raises for a failed install or run."""
     job.state, job.started = "running", time.monotonic()
@@ -84,25 +100,24 @@ def run_release(job: Job, settings: Settings) -> None:
     log = settings.logs / f"{job.env}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     xdist_args, thread_env = thread_settings(settings.jobs, os.cpu_count() or 1)
-    command = ["tox", "run", "-e", job.env, "--", *xdist_args, f"--results-file={partial}", *settings.pytest_args]
+    create = ["tox", "run", "-e", job.env, "--notest", "--installpkg", str(settings.wheel)]
+    command = ["tox", "run", "-e", job.env, "--skip-pkg-install", "--", *xdist_args, f"--results-file={partial}",
+               *settings.pytest_args]
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    deadline = job.started + settings.timeout_s
     with log.open("w") as out:
-        out.write("$ " + " ".join(command) + "\n")
-        out.flush()
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                   env=os.environ | thread_env, start_new_session=True)
-        try:
-            code = process.wait(timeout=settings.timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # tox, pytest and its workers
-            process.wait()
-            code = None
+        code = run_logged(create, out, thread_env, deadline)
+        job.environment_s = time.monotonic() - job.started
+        if code == 0:
+            code = run_logged(command, out, thread_env, deadline)
+            job.run_s = time.monotonic() - job.started - job.environment_s
     job.finished = time.monotonic()
 
     if code in (0, 1) and partial.exists():
         # pytest's 1 means unexpected failures; the results file holds them.
         info = json.loads(partial.read_text())
         job.version = info["run_info"]["transformers"]
+        job.phases = info["run_info"].get("phases", {})
         job.results_file = settings.results / f"transformers-{job.version}.json"
         partial.replace(job.results_file)
         (settings.results / f"transformers-{job.release}.json").unlink(missing_ok=True)  # an older stand-in
@@ -116,6 +131,20 @@ def run_release(job: Job, settings: Settings) -> None:
     job.results_file = write_stand_in(settings.results, job.release, reason, env=job.env, started=started_at,
                                       command=" ".join(command), log=log)
     partial.unlink(missing_ok=True)
+
+
+def run_logged(command: list[str], out, environment: dict[str, str], deadline: float) -> int | None:
+    """Run `command` with its output appended to `out`; its exit code, or None when it passed `deadline`."""
+    out.write("$ " + " ".join(command) + "\n")
+    out.flush()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                               env=os.environ | environment, start_new_session=True)
+    try:
+        return process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # tox, pytest and its workers
+        process.wait()
+        return None
 
 
 def write_stand_in(folder: Path, release: str, reason: str, *, env: str, started: str, command: str,
@@ -136,9 +165,9 @@ def write_stand_in(folder: Path, release: str, reason: str, *, env: str, started
 def crash_reason(log: Path, code: int) -> str:
     """One line saying why a run produced no results: the first line of its log that names an error (the cause,
     e.g. uv's "error: No solution found ...", with uv's explanation when the next line gives one; tox's own
-    "FAIL code 1" comes later), else the last line."""
+    "FAIL code 1" comes later), else the last line. The commands themselves ("$ ..." lines) are not output."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))  # colour codes
-    lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("$ ")]
     telling = [n for n, line in enumerate(lines) if re.search(r"^×|error|Traceback|Killed", line, re.IGNORECASE)]
     if not telling:
         return f"exit code {code}: {(lines or ['no output'])[-1][:300]}"
@@ -208,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "reports" / "results",
                         help="folder of the results files (default reports/results)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds one release may take (default 1800)")
+    parser.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     argv = sys.argv[1:] if argv is None else argv
     pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -223,21 +253,65 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.exit(2, f"error: no tox environment for {', '.join(unknown)}; known: {' '.join(known)}\n")
 
-    settings = Settings(results=args.results.resolve(), logs=ROOT / "reports" / "logs", jobs=args.jobs,
-                        timeout_s=args.timeout, pytest_args=pytest_args)
     print(f"running {len(releases)} releases, {args.jobs} at a time: {' '.join(releases)}")
     started = time.monotonic()
-    jobs = run_matrix(list(dict.fromkeys(releases)), settings)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            wheel = build_wheel(Path(scratch))
+        except subprocess.CalledProcessError as error:
+            parser.exit(2, f"error: cannot build the project's wheel: {error.stderr.strip()[-500:]}\n")
+        wheel_s = time.monotonic() - started
+        print(f"the project's wheel, built once for every release: {wheel.name} ({wheel_s:.1f} s)", flush=True)
+        settings = Settings(results=args.results.resolve(), logs=ROOT / "reports" / "logs", jobs=args.jobs,
+                            timeout_s=args.timeout, wheel=wheel, pytest_args=pytest_args)
+        jobs = run_matrix(list(dict.fromkeys(releases)), settings)
+    report_s = None
+    if not args.no_report:
+        report_started = time.monotonic()
+        built = subprocess.run(["tox", "run", "-e", "report", "--", "--results", str(settings.results)], cwd=ROOT,
+                               capture_output=True, text=True, check=False)
+        report_s = time.monotonic() - report_started
+        if built.returncode != 0:
+            print(f"the report failed to build (tox -e report exited {built.returncode}):\n{built.stdout[-2000:]}")
     total = time.monotonic() - started
-
-    print(f"\n{'release':<10} {'version':<10} {'state':<8} {'time':>7}  details / results file")
-    for job in jobs:
-        print(f"{job.release:<10} {job.version or '-':<10} {job.state:<8} {elapsed(job.finished - job.started):>7}"
-              f"  {job.detail + '; ' if job.detail else ''}{job.results_file}")
-    print(f"total wall time {elapsed(total)} ({total:.1f} s); logs in {settings.logs}")
-    print(f"results in {settings.results}; build the report with: tox -e report")
+    print_summary(jobs, wheel_s=wheel_s, report_s=report_s, total=total)
+    print(f"logs in {settings.logs}; results in {settings.results}; "
+          + ("report in reports/site/index.html" if report_s is not None else "build the report with: tox -e report"))
     return 0 if all(job.state == "passed" for job in jobs) else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+PHASES = (("environment", "tox environment created or checked (tox run --notest)"),
+          ("tox", "tox's own start-up and package check around the run"),
+          ("imports", "interpreter start and imports (torch, transformers, the plugin)"),
+          ("collection", "pytest collection"),
+          ("tests", "the tests, results file included"))
+
+
+def job_phases(job: Job) -> dict[str, float | None]:
+    """Seconds per phase of one release; None where the run did not get that far or did not say."""
+    inner = {name: job.phases.get(f"{name}_s") for name in ("imports", "collection", "tests")}
+    measured = [v for v in inner.values() if v is not None]
+    outside = job.run_s - sum(measured) if job.run_s and len(measured) == len(inner) else None
+    return {"environment": job.environment_s, "tox": outside, **inner}
+
+
+def print_summary(jobs: list[Job], *, wheel_s: float, report_s: float | None, total: float) -> None:
+    names = [name for name, _ in PHASES]
+    print(f"\n{'release':<10} {'version':<10} {'state':<8} {'time':>7}" + "".join(f" {n:>11}" for n in names)
+          + "  details / results file")
+    sums = dict.fromkeys(names, 0.0)
+    for job in jobs:
+        phases = job_phases(job)
+        for name, seconds in phases.items():
+            sums[name] += seconds or 0.0
+        cells = "".join(f" {seconds:>10.1f}s" if seconds is not None else f" {'-':>11}" for seconds in phases.values())
+        print(f"{job.release:<10} {job.version or '-':<10} {job.state:<8} {elapsed(job.finished - job.started):>7}"
+              f"{cells}  {job.detail + '; ' if job.detail else ''}{job.results_file}")
+    print(f"{'sum':<37}" + "".join(f" {sums[n]:>10.1f}s" for n in names))
+    print("\nphases (seconds summed over releases; releases run side by side, so they add up to more than the wall time):")
+    print(f"  the project's wheel, once: {wheel_s:.1f} s")
+    for name, meaning in PHASES:
+        print(f"  {name:<11} {sums[name]:7.1f} s  {meaning}")
+    if report_s is not None:
+        print(f"  the report (tox -e report): {report_s:.1f} s")
+    print(f"total wall time {elapsed(total)} ({total:.1f} s)")

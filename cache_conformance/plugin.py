@@ -174,7 +174,7 @@ def pytest_collection_modifyitems(config, items):
             ("params", target.as_dict() if target else {}),
         ]
         if target is not None:
-            reason = targets.device_problem(target.device) or targets.target_problem(target)
+            reason = targets.target_problem(target)
             if reason:
                 item.add_marker(pytest.mark.skip(reason=reason))
                 continue
@@ -249,6 +249,15 @@ class ResultsRecorder:
         self.config = config
         self.collector = collector
         self.started = time.monotonic()
+        # Where this run's time went (the matrix runner prints it per release); with xdist, the controller's view.
+        self.phases = {"imports_s": seconds_since_process_start()}
+
+    def pytest_collection(self, session):
+        self.collection_started = time.monotonic()
+
+    def pytest_collection_finish(self, session):
+        self.collection_finished = time.monotonic()
+        self.phases["collection_s"] = round(self.collection_finished - self.collection_started, 2)
 
     def pytest_runtest_logreport(self, report):
         if "suite" in dict(report.user_properties):
@@ -258,6 +267,9 @@ class ResultsRecorder:
         if not self.collector.records:
             return  # no conformance check ran (e.g. only the project's own tests)
         self.collector.info["unused_expectations"] = [e.as_dict() for e in self.unused_expectations()]
+        if "collection_s" in self.phases:
+            self.phases["tests_s"] = round(time.monotonic() - self.collection_finished, 2)
+        self.collector.info["phases"] = self.phases
         self.collector.write(results_path(self.config), time.monotonic() - self.started)
 
     def pytest_terminal_summary(self, terminalreporter):
@@ -298,6 +310,16 @@ class ResultsRecorder:
             ):
                 unused.append(entry)
         return unused
+
+
+def seconds_since_process_start() -> float | None:
+    """Seconds since this interpreter started (Linux: /proc, to 10 ms), or None where that cannot be read."""
+    try:
+        started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - started_ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
 # ---- fixtures ----
