@@ -4,8 +4,9 @@ growth the probe detects.
 Run:  python benchmarks/memory_noise.py [--runs 20] [--dtype float32]
 
 Each run is the suite's decoding scenario (cache_conformance/memory.py: batch 4, prompt W/2, decode to capacity 3W)
-with a static cache and with the dynamic control, measured by memory.held_bytes on CPU and, in a separate run
-without the profiler, by RSS. Printed per probe: growth per step over the steady steps (what the suite judges) and
+with a static cache and with the dynamic control, measured by both CPU held-bytes probes (memory.cpu_probes(): the
+allocator's running total, which the suite uses, and the profiler's allocator events) and, in a separate run
+without either, by RSS. Printed per probe: growth per step over the steady steps (what the suite judges) and
 the largest change from one step to the next, as min .. max over the runs. Then a static cache that also keeps g
 bytes alive per step, for a few g, shows where growth is first reported against
 memory.DETECTION_THRESHOLD_BYTES_PER_STEP. The README ("Memory") quotes these figures."""
@@ -46,8 +47,13 @@ def held_bytes(scenario) -> list[int]:
     return memory.held_bytes("cpu", scenario).series
 
 
+def probe_series(probe):
+    return lambda scenario: probe(scenario).series
+
+
 def resident(scenario) -> list[int]:
-    """RSS after each step, without the profiler (whose own event buffers would grow RSS by ~0.8 MB per step)."""
+    """RSS after each step, without a held-bytes probe (the profiler's own event buffers would grow RSS by ~0.8 MB per
+    step)."""
     series = []
     scenario(lambda: series.append(resident_bytes()))
     return series
@@ -82,15 +88,16 @@ def main() -> None:
     last_step = capacity - memory.prompt_length_for(window)
     print(f"transformers {adapter.INSTALLED}, torch {torch.__version__}, {args.dtype}, cpu, batch {memory.BATCH}, "
           f"window {window}, capacity {capacity}, steady decode steps {first + 1}..{last_step}, {args.runs} runs")
-    print(f"{'cache':8} {'probe':24} {'growth per step':>20} {'largest step change':>22}")
+    print(f"{'cache':8} {'probe':32} {'growth per step':>20} {'largest step change':>22}")
     for name, make_cache in caches.items():
-        probes = {"held bytes (profiler)": held_bytes, "RSS, no profiler": resident}
+        probes = {f"held bytes ({name})": probe_series(probe) for name, probe in memory.cpu_probes().items()}
+        probes["RSS, no probe"] = resident
         figures = {probe: [] for probe in probes}
         for _ in range(args.runs):
             for probe, read in probes.items():
                 figures[probe].append(steady_figures(read(scenario_for(model, make_cache, sequence)), first))
         for probe, runs in figures.items():
-            print(f"{name:8} {probe:24} {spread([r[0] for r in runs]):>20} {spread([r[1] for r in runs]):>22}")
+            print(f"{name:8} {probe:32} {spread([r[0] for r in runs]):>20} {spread([r[1] for r in runs]):>22}")
 
     threshold = memory.DETECTION_THRESHOLD_BYTES_PER_STEP
     print(f"static cache keeping g extra bytes alive per step (detection threshold {threshold} bytes per step):")

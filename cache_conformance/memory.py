@@ -3,17 +3,23 @@
 Two probes, each exact:
 - storage: the address and byte size of the storage behind every layer's key and value tensors;
 - held bytes: bytes allocated by a scenario and still alive at each reading the scenario takes. On CUDA from the
-  caching allocator's counters; on CPU from the allocation and free events of torch's CPU allocator as recorded by
-  torch.profiler with profile_memory=True (tracemalloc does not see tensors, and resident memory is noisy: see the
-  README, "Memory"). Only blocks allocated during the scenario count, so a free of an older block cannot be
-  mistaken for one of the scenario's.
+  caching allocator's counters. On CPU (tracemalloc does not see tensors, and resident memory is blind at this
+  scale: see the README, "Memory") from torch's CPU allocator itself, which keeps an exact running total of the
+  bytes it allocated and has not freed, block by block, while c10's flag FLAGS_caffe2_report_cpu_memory_usage is
+  set; the probe sets the flag for the scenario and reads the total at each reading. Only blocks allocated while
+  the flag is set count, so a free of an older block cannot be mistaken for one of the scenario's. Where that flag
+  cannot be reached, the allocation and free events recorded by torch.profiler (profile_memory=True) give the same
+  figures, several times slower.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -133,7 +139,7 @@ def cache_storage_bytes(cache) -> int:
 @dataclass(frozen=True)
 class HeldBytes:
     series: list[int]  # bytes the scenario holds at each of its readings
-    peak: int  # the most it held at any moment
+    peak: int  # the most it held: at any moment (CUDA, profiler events) or at any reading (allocator total)
     method: str
 
 
@@ -146,8 +152,15 @@ def held_bytes(device: str, scenario: Callable[[Reading], None]) -> HeldBytes:
     if device == "cuda":
         return _held_bytes_cuda(scenario)
     if device == "cpu":
-        return _held_bytes_cpu(scenario)
+        return _held_bytes_cpu_total(scenario) if _allocator_flag() is not None else _held_bytes_cpu_events(scenario)
     raise ValueError(f"no held-bytes probe for device {device!r} (there are probes for cpu and cuda)")
+
+
+def cpu_probes() -> dict[str, Callable[[Callable[[Reading], None]], HeldBytes]]:
+    """Both CPU held-bytes probes by name (the project's tests and benchmarks/memory_noise.py compare them); the
+    allocator total only where its flag can be reached."""
+    probes = {"allocator total": _held_bytes_cpu_total} if _allocator_flag() is not None else {}
+    return probes | {"profiler events": _held_bytes_cpu_events}
 
 
 def _held_bytes_cuda(scenario: Callable[[Reading], None]) -> HeldBytes:
@@ -169,7 +182,73 @@ def _held_bytes_cuda(scenario: Callable[[Reading], None]) -> HeldBytes:
 _READING_MARK = "cache_conformance.memory reading"
 
 
-def _held_bytes_cpu(scenario: Callable[[Reading], None]) -> HeldBytes:
+# ---- CPU: the allocator's running total ----
+
+_C10_LIBRARY = {"linux": "libc10.so", "darwin": "libc10.dylib", "win32": "c10.dll"}
+_flag_state: dict = {}
+
+
+def _allocator_flag() -> ctypes.c_bool | None:
+    """c10's FLAGS_caffe2_report_cpu_memory_usage, the switch of torch's default CPU allocator's bookkeeping
+    (ProfiledCPUMemoryReporter, c10/core/CPUAllocator.cpp: while set, each allocation is entered in a table with
+    its size and the running total; a free found in the table is taken off it), or None where it cannot be found."""
+    if "flag" not in _flag_state:
+        library = Path(torch.__file__).parent / "lib" / _C10_LIBRARY.get(sys.platform, "libc10.so")
+        try:
+            _flag_state["flag"] = ctypes.c_bool.in_dll(ctypes.CDLL(str(library)), "FLAGS_caffe2_report_cpu_memory_usage")
+        except (OSError, ValueError):
+            _flag_state["flag"] = None
+    return _flag_state["flag"]
+
+
+def allocator_total() -> int:
+    """The CPU allocator's running total of bytes allocated and not yet freed, counted over the blocks allocated
+    while the flag (or a memory profiler) was on: read from the event of a one-byte allocation made under the
+    profiler (about 2 ms), which carries the total."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        torch.empty(1, dtype=torch.uint8)
+    pending = list(profiler.profiler.kineto_results.experimental_event_tree())
+    while pending:
+        event = pending.pop()
+        if event.tag == torch._C._profiler._EventType.Allocation and event.extra_fields.alloc_size == 1:
+            return event.extra_fields.total_allocated - 1
+        pending += event.children
+    raise RuntimeError("the profiler recorded no allocation event for a one-byte tensor")
+
+
+def allocator_flag_is_set() -> bool:
+    return bool(_allocator_flag() and _allocator_flag().value)
+
+
+def _held_bytes_cpu_total(scenario: Callable[[Reading], None]) -> HeldBytes:
+    """Held bytes from the allocator's running total. The flag is set for the scenario and cleared after it once
+    every block allocated while it was set has been freed (the total is back where it was when it was set): the
+    table then holds no entry, so a later free of a block allocated without the flag can never be taken off it.
+    While something allocated under the flag lives on (e.g. a cache generate() keeps on the model), the flag stays
+    set: allocations cost a little more (about 15%), and a later scenario's readings count that block's free, if it
+    happens during the scenario, as memory given back (as on CUDA)."""
+    flag = _allocator_flag()
+    if flag.value:
+        gc.collect()  # what an earlier scenario left under the flag may be garbage only the collector frees
+    else:
+        _flag_state["total_when_set"] = allocator_total()
+        flag.value = True
+    start = allocator_total()
+    series = []
+    scenario(lambda: series.append(allocator_total() - start))
+    # A full collection costs about 0.2 s in a process that has imported transformers: only when it can matter.
+    if allocator_total() != _flag_state["total_when_set"]:
+        gc.collect()
+    if allocator_total() == _flag_state["total_when_set"]:
+        flag.value = False
+    return HeldBytes(series, max(series, default=0),
+                     "torch's CPU allocator's running total (c10 FLAGS_caffe2_report_cpu_memory_usage); peak over readings")
+
+
+# ---- CPU without the flag: the profiler's allocator events ----
+
+
+def _held_bytes_cpu_events(scenario: Callable[[Reading], None]) -> HeldBytes:
     def reading():
         with record_function(_READING_MARK):
             pass

@@ -7,7 +7,7 @@ test: the dynamic cache on the same scenario, measured by the same probe, must s
 see; if it does not, the static cache's result is reported as invalid, not as a pass.
 
 Probes (cache_conformance/memory.py): storage addresses and sizes of every cached tensor; bytes held after each
-step, from the CUDA allocator's counters or, on CPU, from torch's CPU allocator events (README, "Memory").
+step, from the CUDA allocator's counters or, on CPU, from torch's CPU allocator's running total (README, "Memory").
 """
 
 import functools
@@ -30,8 +30,8 @@ def where(step: int, window: int) -> str:
 
 @pytest.fixture(autouse=True)
 def modest_on_cpu(target):
-    # The cache's memory depends on the dtype's size, not on the attention implementation, and the CPU probe (the
-    # profiler) makes a scenario about 4x slower: on CPU the suite runs eager attention in a 32- and a 16-bit dtype.
+    # The cache's memory depends on the dtype's size, not on the attention implementation: on CPU the suite runs
+    # eager attention in a 32- and a 16-bit dtype.
     if target.device == "cpu" and (target.attn_implementation != "eager" or target.dtype_name == "float16"):
         pytest.skip("on CPU the memory suite runs eager attention in float32 and bfloat16 only (the cache's memory "
                     "depends on the dtype's size, not on the attention implementation)")

@@ -1,5 +1,6 @@
-"""Positive controls for the memory suite's probes: the CPU held-bytes probe counts exactly the bytes a scenario
-keeps (not its temporaries, not frees of older blocks), and the storage probe sees a move and a resize."""
+"""Positive controls for the memory suite's probes: both CPU held-bytes probes (the allocator's running total and
+the profiler's events) count exactly the bytes a scenario keeps (not its temporaries, not frees of older blocks),
+and the storage probe sees a move and a resize."""
 
 import pytest
 import torch
@@ -12,23 +13,33 @@ def model():
     return adapter.load_model(checkpoint.resolve(None), dtype=torch.float32, device="cpu", attn_implementation="eager")
 
 
-def test_held_bytes_count_what_a_scenario_keeps_and_not_its_temporaries():
-    def scenario(reading):
-        kept = []
-        reading()
-        for _ in range(4):
-            kept.append(torch.empty(1000, dtype=torch.uint8))
-            torch.ones(4096)  # 16384 bytes, freed at once
-            reading()
+CPU_PROBES = memory.cpu_probes()
 
-    held = memory.held_bytes("cpu", scenario)
+
+def keep_four_blocks(reading):
+    kept = []
+    reading()
+    for _ in range(4):
+        kept.append(torch.empty(1000, dtype=torch.uint8))
+        torch.ones(4096)  # 16384 bytes, freed at once
+        reading()
+
+
+@pytest.mark.parametrize("probe", CPU_PROBES.values(), ids=CPU_PROBES.keys())
+def test_held_bytes_count_what_a_scenario_keeps_and_not_its_temporaries(probe):
+    held = probe(keep_four_blocks)
     assert held.series == [0, 1000, 2000, 3000, 4000]
-    assert held.peak == 3000 + 1000 + 16384  # the last temporary beside everything kept
     assert memory.growth_per_step(held.series, 0) == 1000
     assert memory.largest_increase(held.series, 0) == (1000, 1)
 
 
-def test_held_bytes_ignore_a_block_allocated_before_the_scenario():
+def test_the_event_probe_sees_the_peak_between_readings_and_the_total_probe_at_readings():
+    assert CPU_PROBES["profiler events"](keep_four_blocks).peak == 3000 + 1000 + 16384  # the last temporary too
+    assert CPU_PROBES["allocator total"](keep_four_blocks).peak == 4000
+
+
+@pytest.mark.parametrize("probe", CPU_PROBES.values(), ids=CPU_PROBES.keys())
+def test_held_bytes_ignore_a_block_allocated_before_the_scenario(probe):
     older = [torch.empty(10_000, dtype=torch.uint8)]
 
     def scenario(reading):
@@ -37,7 +48,21 @@ def test_held_bytes_ignore_a_block_allocated_before_the_scenario():
         kept = torch.empty(512, dtype=torch.uint8)  # noqa: F841 (held until the scenario returns)
         reading()
 
-    assert memory.held_bytes("cpu", scenario).series == [0, 512]
+    assert probe(scenario).series == [0, 512]
+
+
+def test_the_cpu_probe_is_the_allocator_total_here():
+    assert "allocator total" in CPU_PROBES, "c10's FLAGS_caffe2_report_cpu_memory_usage not found in this torch"
+    assert memory.held_bytes("cpu", lambda reading: reading()).method.startswith("torch's CPU allocator's running total")
+
+
+def test_the_allocator_flag_is_cleared_once_nothing_allocated_under_it_lives():
+    survivor = []
+    CPU_PROBES["allocator total"](lambda reading: survivor.append(torch.empty(256, dtype=torch.uint8)))
+    assert memory.allocator_flag_is_set(), "cleared while a block allocated under it is alive"
+    survivor.clear()
+    CPU_PROBES["allocator total"](lambda reading: reading())
+    assert not memory.allocator_flag_is_set(), "left set after everything allocated under it was freed"
 
 
 def test_a_device_without_a_probe_is_refused():
