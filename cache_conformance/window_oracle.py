@@ -246,31 +246,41 @@ def follow(model, cache, sequence, windows, *, attention_mask=None) -> CacheFoll
 
 
 @torch.no_grad()
-def attention_output_changes(model, input_ids, *, layer: int, query: int, perturbed: list[int]) -> dict[int, float]:
-    """For each position p in `perturbed`: the max abs change of layer `layer`'s attention output at position
-    `query` when that layer's input at p is negated (inside the layer, so nothing else it sees changes).
-    Without cache."""
-    module = _attention_modules(model)[layer]
-    outputs = []
+def attention_output_changes(model, input_ids, *, query: int, perturbed: list[int]) -> dict[int, dict[int, float]]:
+    """For each layer, and each position p in `perturbed`: the max abs change of the layer's attention output at
+    position `query` when that layer's input at p is negated (inside the layer, so nothing else it sees changes).
+    Without cache; one unperturbed pass gives every layer's baseline, then one pass per layer and position."""
+    modules = _attention_modules(model)
+    outputs: dict[int, list[torch.Tensor]] = {module.layer_idx: [] for module in modules}
     negated: list[int] = []
 
-    def take_output(_module, _args, output):
-        outputs.append(output[0][:, query].double())
+    def take_output(module, _args, output):
+        outputs[module.layer_idx].append(output[0][:, query].double())
 
     def negate_one_position(_module, args, kwargs):
         hidden = kwargs["hidden_states"].clone()
         hidden[:, negated[-1]] = -hidden[:, negated[-1]]
         return args, kwargs | {"hidden_states": hidden}
 
-    handles = [module.register_forward_hook(take_output)]
+    handles = [module.register_forward_hook(take_output) for module in modules]
     try:
         adapter.forward(model, input_ids)
-        handles.append(module.register_forward_pre_hook(negate_one_position, with_kwargs=True))
-        for position in perturbed:
-            negated.append(position)
-            adapter.forward(model, input_ids)
+        baselines = {layer: taken.pop() for layer, taken in outputs.items()}
+        changes = {}
+        for module in modules:
+            negation = module.register_forward_pre_hook(negate_one_position, with_kwargs=True)
+            try:
+                for position in perturbed:
+                    negated.append(position)
+                    adapter.forward(model, input_ids)
+            finally:
+                negation.remove()
+            taken = outputs[module.layer_idx][-len(perturbed):]
+            changes[module.layer_idx] = {position: float((output - baselines[module.layer_idx]).abs().max())
+                                         for position, output in zip(perturbed, taken)}
+            for other in outputs.values():
+                other.clear()  # the other layers' outputs of these passes are not wanted
     finally:
         for handle in handles:
             handle.remove()
-    baseline = outputs[0]
-    return {position: float((output - baseline).abs().max()) for position, output in zip(perturbed, outputs[1:])}
+    return changes
