@@ -7,6 +7,8 @@ the project's wheel built once for all of them (tox's --installpkg) rather than 
 apart: the wheel; per release, creating or checking the environment (`tox run --notest`), then the run
 (`tox run --skip-pkg-install`) and within it, from its results file, interpreter start and imports, collection and
 tests; the report (`tox -e report`) at the end. The closing table lists them per release, with their totals.
+A release whose environment resolves to a transformers version another release already runs (`latest` and the
+newest minor, until a new minor appears) is not run twice: its state is "same".
 Default releases: every `py311-transformers-*` environment that `tox -l` lists (each minor from 4.50 to the
 newest, then `latest`). A release whose environment fails to install, or whose run crashes or times out, does
 not stop the others: it gets a stand-in results file, reports/results/transformers-<requested>.json =
@@ -18,7 +20,8 @@ version>.json, as after a plain `tox -e`. Every run's output goes to reports/log
 Threads: with --jobs 2 on 2 cores each run uses one process (`-n 0`) with one torch thread (OMP_NUM_THREADS);
 with --jobs 1 the run keeps tox's `-n auto` (one xdist worker per core). See the README, "Report".
 
-Exit status: 0 when every release ran and met its expectations, 1 when any failed or crashed, 2 on bad input.
+Exit status: 0 when every release ran (or shares its version with one that ran) and met its expectations, 1 when
+any failed or crashed, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ ENV_PREFIX = "py311-transformers-"
 @dataclass
 class Job:
     release: str
-    state: str = "waiting"  # waiting, running, passed, failed, crashed
+    state: str = "waiting"  # waiting, running, passed, failed, crashed, same (as another release: not run again)
     started: float = 0.0
     finished: float = 0.0
     version: str = ""
@@ -61,6 +64,21 @@ class Job:
 
 
 @dataclass
+class VersionClaims:
+    """Which release runs each installed transformers version: two environments that resolve to the same version
+    (the newest minor and `latest`, until a new minor appears) run the suites once."""
+
+    by_version: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def claim(self, version: str, release: str) -> str | None:
+        """None when `release` is the first to claim `version`, else the release that did."""
+        with self.lock:
+            owner = self.by_version.setdefault(version, release)
+        return None if owner == release else owner
+
+
+@dataclass
 class Settings:
     results: Path
     logs: Path
@@ -68,6 +86,7 @@ class Settings:
     timeout_s: float
     wheel: Path
     pytest_args: list[str] = field(default_factory=list)
+    claims: VersionClaims = field(default_factory=VersionClaims)
 
 
 def tox_releases() -> list[str]:
@@ -108,10 +127,19 @@ def run_release(job: Job, settings: Settings) -> None:
     with log.open("w") as out:
         code = run_logged(create, out, thread_env, deadline)
         job.environment_s = time.monotonic() - job.started
-        if code == 0:
+        version = installed_version(job.env) if code == 0 else None
+        same_as = settings.claims.claim(version, job.release) if version else None
+        if same_as:
+            out.write(f"transformers {version} is installed, as for {same_as}: the suites run once for it\n")
+        elif code == 0:
             code = run_logged(command, out, thread_env, deadline)
             job.run_s = time.monotonic() - job.started - job.environment_s
     job.finished = time.monotonic()
+    if same_as:
+        job.state, job.version = "same", version
+        job.detail = f"transformers {version}, as {same_as}: not run twice"
+        job.results_file = settings.results / f"transformers-{version}.json"
+        return
 
     if code in (0, 1) and partial.exists():
         # pytest's 1 means unexpected failures; the results file holds them.
@@ -131,6 +159,14 @@ def run_release(job: Job, settings: Settings) -> None:
     job.results_file = write_stand_in(settings.results, job.release, reason, env=job.env, started=started_at,
                                       command=" ".join(command), log=log)
     partial.unlink(missing_ok=True)
+
+
+def installed_version(env: str) -> str | None:
+    """The transformers version in the tox environment `env` (tox's default folder), or None if it cannot say."""
+    python = ROOT / ".tox" / env / "bin" / "python"
+    asked = subprocess.run([str(python), "-c", "from importlib.metadata import version; print(version('transformers'))"],
+                           capture_output=True, text=True, check=False) if python.exists() else None
+    return asked.stdout.strip() if asked is not None and asked.returncode == 0 else None
 
 
 def run_logged(command: list[str], out, environment: dict[str, str], deadline: float) -> int | None:
@@ -179,11 +215,11 @@ def crash_reason(log: Path, code: int) -> str:
 
 
 def progress_line(jobs: list[Job], started: float) -> str:
-    done = [j for j in jobs if j.state in ("passed", "failed", "crashed")]
+    done = [j for j in jobs if j.state in ("passed", "failed", "crashed", "same")]
     running = [j for j in jobs if j.state == "running"]
     now = time.monotonic()
     problems = [f"{j.release} {j.detail}" if j.state == "failed" else f"{j.release} crashed"
-                for j in done if j.state != "passed"]
+                for j in done if j.state not in ("passed", "same")]
     return (f"[{len(done)}/{len(jobs)} done, {len(jobs) - len(done) - len(running)} waiting] "
             f"{elapsed(now - started)} elapsed | failures: " + ("; ".join(problems) or "none")
             + " | running: " + (", ".join(f"{j.release} ({elapsed(now - j.started)})" for j in running) or "-"))
@@ -277,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(jobs, wheel_s=wheel_s, report_s=report_s, total=total)
     print(f"logs in {settings.logs}; results in {settings.results}; "
           + ("report in reports/site/index.html" if report_s is not None else "build the report with: tox -e report"))
-    return 0 if all(job.state == "passed" for job in jobs) else 1
+    return 0 if all(job.state in ("passed", "same") for job in jobs) else 1
 
 
 PHASES = (("environment", "tox environment created or checked (tox run --notest)"),
@@ -315,3 +351,7 @@ def print_summary(jobs: list[Job], *, wheel_s: float, report_s: float | None, to
     if report_s is not None:
         print(f"  the report (tox -e report): {report_s:.1f} s")
     print(f"total wall time {elapsed(total)} ({total:.1f} s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

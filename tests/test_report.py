@@ -168,6 +168,21 @@ def test_crash_reason_is_the_first_line_naming_an_error(tmp_path):
     assert matrix.crash_reason(log, -11) == "exit code -11: Segmentation fault"
 
 
+def test_crash_reason_skips_the_commands_the_log_records(tmp_path):
+    log = tmp_path / "run.log"
+    log.write_text("$ tox run -e py311-transformers-4.50 --notest --installpkg error.whl\n  OK\n"
+                   "$ tox run -e py311-transformers-4.50 --skip-pkg-install -- --results-file=x\nKilled\n")
+    assert matrix.crash_reason(log, -9) == "exit code -9: Killed"
+
+
+def test_two_releases_that_install_one_version_run_once():
+    claims = matrix.VersionClaims()
+    assert claims.claim("5.24.0", "5.24") is None
+    assert claims.claim("5.24.0", "latest") == "5.24"
+    assert claims.claim("5.24.0", "5.24") is None  # the owner asking again
+    assert claims.claim("5.23.0", "5.23") is None
+
+
 def test_parallel_releases_split_the_cores():
     assert matrix.thread_settings(2, 2) == (["-n", "0"], {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
     assert matrix.thread_settings(2, 8) == (["-n", "0"], {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"})
