@@ -1,44 +1,170 @@
-"""Print the wall time of creating one release's tox environment and of running its default suite.
+"""Print what the suite costs on this machine: the import floor, the default run, the self-test, their ratios, and
+where the time goes per suite; optionally the same for an earlier revision, side by side.
 
-Run:  python benchmarks/bench_suite.py [--env py311-transformers-latest] [--with-pip]
+Run:  python benchmarks/bench_suite.py [--rev REV ...] [--env py311-transformers-latest] [--skip-selftest]
 
-1. environment creation with tox-uv (the default), recreated from scratch (`tox -r --notest`);
-2. with --with-pip, the same with tox's own virtualenv+pip runner, for comparison;
-3. the default suite (`tox -e ENV`, pytest-xdist on every core), on the existing environment, run twice.
-Figures only: nothing here asserts a time.
+For the working tree, or for each --rev (a git revision, checked out in a temporary worktree: `--rev 9a35d6d
+--rev HEAD` prints before and after side by side), with the environments tox already created (shared through --workdir, so nothing is rebuilt between the two):
+1. import floor: `python -c "import torch, transformers"` in the environment, best of three warm runs, and the same
+   with Gemma 3's model code (what the first test to load a model pays in each process);
+2. default run: `tox -e ENV` once to warm up (it may reinstall the tree's package), then twice timed; its per-suite
+   test time (sum of the JUnit test times, setup included) and the largest peak resident memory of any process the
+   run started (a pytest-xdist worker: the model, torch and transformers);
+3. self-test: `tox -e selftest` once, timed, with its detection score.
+Figures only: nothing here asserts a time. The goals (issue 14) are printed next to the figures.
 """
+
+from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree
+
+ROOT = Path(__file__).resolve().parent.parent
+GOALS = {"default_s": 30, "default_ratio": 8, "selftest_s": 90, "peak_gib": 2}
 
 
-def timed(command: list[str], env: dict | None = None) -> float:
-    started = time.perf_counter()
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    elapsed = time.perf_counter() - started
-    if completed.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed ({completed.returncode}):\n{completed.stdout[-3000:]}{completed.stderr[-3000:]}")
-    return elapsed
+@dataclass
+class Timed:
+    seconds: float
+    output: str
+    peak_rss_bytes: int  # the largest peak resident set of the command or any process it waited for
+
+
+def run(command: list[str], cwd: Path, env: dict | None = None) -> Timed:
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, text=True, env=env)
+        # wait4's resource usage covers the command and every descendant it waited for (tox, pytest, its workers):
+        # ru_maxrss, in KiB on Linux, is the largest of their peaks.
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read()
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(command)} (in {cwd}) failed ({process.returncode}):\n{text[-3000:]}")
+    return Timed(elapsed, text, usage.ru_maxrss * 1024)
+
+
+@dataclass
+class Figures:
+    label: str
+    import_floor_s: float = 0.0
+    import_with_model_code_s: float = 0.0
+    default_runs_s: list[float] = field(default_factory=list)
+    default_summary: str = ""
+    peak_rss_bytes: int = 0
+    per_suite_s: dict[str, float] = field(default_factory=dict)
+    slowest: list[tuple[float, str]] = field(default_factory=list)
+    selftest_s: float | None = None
+    selftest_score: str = ""
+    selftest_table: str = ""
+
+    @property
+    def default_s(self) -> float:
+        return min(self.default_runs_s)
+
+
+def junit_times(path: Path) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    per_file: dict[str, float] = defaultdict(float)
+    cases = []
+    for case in ElementTree.parse(path).getroot().iter("testcase"):
+        seconds = float(case.get("time", 0))
+        module = case.get("classname", "").split(".")[-1]
+        per_file[module] += seconds
+        cases.append((seconds, f"{module}::{case.get('name')}"))
+    return dict(per_file), sorted(cases, reverse=True)[:5]
+
+
+def measure(tree: Path, label: str, args) -> Figures:
+    tox = [sys.executable, "-m", "tox", "-c", str(tree / "tox.ini"), "--workdir", str(ROOT / ".tox")]
+    python = ROOT / ".tox" / args.env / "bin" / "python"
+    figures = Figures(label)
+    print(f"[{label}] warming up {args.env} ...", flush=True)
+    run([*tox, "-e", args.env], tree)
+    figures.import_floor_s = min(run([str(python), "-c", "import torch, transformers"], tree).seconds for _ in range(3))
+    with_model_code = "import torch, transformers, transformers.models.gemma3.modeling_gemma3"
+    figures.import_with_model_code_s = min(run([str(python), "-c", with_model_code], tree).seconds for _ in range(3))
+    for attempt in (1, 2):
+        timed = run([*tox, "-e", args.env], tree)
+        figures.default_runs_s.append(timed.seconds)
+        figures.peak_rss_bytes = max(figures.peak_rss_bytes, timed.peak_rss_bytes)
+        summary = re.findall(r"^=+ (.*(?:passed|failed).*) in [0-9.]+s", timed.output, re.MULTILINE)
+        figures.default_summary = summary[-1] if summary else "?"
+        print(f"[{label}] default run {attempt}: {timed.seconds:.1f} s ({figures.default_summary})", flush=True)
+    figures.per_suite_s, figures.slowest = junit_times(tree / "reports" / "junit" / f"{args.env}.xml")
+    if not args.skip_selftest:
+        timed = run([*tox, "-e", "selftest"], tree)
+        figures.selftest_s = timed.seconds
+        score = re.findall(r"detection score: [^;]*", timed.output)
+        figures.selftest_score = score[-1] if score else "?"
+        table = re.search(r"^fault +dtype .*?(?=\n\n)", timed.output, re.MULTILINE | re.DOTALL)
+        figures.selftest_table = table.group(0) if table else "(no table)"
+        print(f"[{label}] self-test: {timed.seconds:.1f} s ({figures.selftest_score})", flush=True)
+    return figures
+
+
+def report(all_figures: list[Figures]) -> None:
+    labels = [f.label for f in all_figures]
+    width = max(28, *(len(label) + 2 for label in labels))
+
+    def row(name: str, cells: list[str], goal: str = "") -> None:
+        print(f"{name:<34}" + "".join(f"{cell:>{width}}" for cell in cells) + (f"   goal {goal}" if goal else ""))
+
+    print(f"\nmachine: {os.cpu_count()} cores; Python {sys.version.split()[0]}")
+    row("", labels)
+    row("import floor (torch, transformers)", [f"{f.import_floor_s:.1f} s" for f in all_figures])
+    row("  with Gemma 3's model code", [f"{f.import_with_model_code_s:.1f} s" for f in all_figures])
+    row("default run (best of 2)", [f"{f.default_s:.1f} s" for f in all_figures], f"<= {GOALS['default_s']} s")
+    row("  ratio to the import floor", [f"{f.default_s / f.import_floor_s:.1f}x" for f in all_figures],
+        f"<= {GOALS['default_ratio']}x")
+    row("  outcomes", [f.default_summary.replace(" in", "") for f in all_figures])
+    row("  largest process peak RSS", [f"{f.peak_rss_bytes / 2**30:.2f} GiB" for f in all_figures],
+        f"<= {GOALS['peak_gib']} GiB")
+    suites = sorted({name for f in all_figures for name in f.per_suite_s})
+    for suite in suites:
+        row(f"  {suite} (test time)", [f"{f.per_suite_s.get(suite, 0):.1f} s" for f in all_figures])
+    row("  all suites (test time)", [f"{sum(f.per_suite_s.values()):.1f} s" for f in all_figures])
+    if all(f.selftest_s is not None for f in all_figures):
+        row("self-test", [f"{f.selftest_s:.1f} s" for f in all_figures], f"<= {GOALS['selftest_s']} s")
+        row("  ratio to the import floor", [f"{f.selftest_s / f.import_floor_s:.1f}x" for f in all_figures])
+        row("  score", [f.selftest_score.removeprefix("detection score: ") for f in all_figures])
+    for figures in all_figures:
+        print(f"\nslowest tests, {figures.label}:")
+        for seconds, name in figures.slowest:
+            print(f"  {seconds:6.2f} s  {name}")
+        if figures.selftest_table:
+            print(f"\nself-test table, {figures.label}:\n{figures.selftest_table}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rev", action="append", help="measure this git revision (repeatable; default: the working tree)")
     parser.add_argument("--env", default="py311-transformers-latest")
-    parser.add_argument("--with-pip", action="store_true", help="also time environment creation with pip")
+    parser.add_argument("--skip-selftest", action="store_true")
     args = parser.parse_args()
-    tox = [sys.executable, "-m", "tox"]
-    print(f"machine: {os.cpu_count()} cores; environment {args.env}")
-    if args.with_pip:
-        seconds = timed([*tox, "-e", args.env, "-r", "--notest", "--override", "testenv.runner=virtualenv"])
-        print(f"environment creation, virtualenv + pip: {seconds:6.1f} s")
-    seconds = timed([*tox, "-e", args.env, "-r", "--notest"])
-    print(f"environment creation, tox-uv:           {seconds:6.1f} s")
-    for attempt in (1, 2):
-        seconds = timed([*tox, "-e", args.env])
-        print(f"default suite, run {attempt}:                {seconds:6.1f} s")
+    if not args.rev:
+        report([measure(ROOT, "working tree", args)])
+        return
+    all_figures = []
+    for number, revision in enumerate(args.rev):
+        with tempfile.TemporaryDirectory() as scratch:
+            tree = Path(scratch) / f"rev{number}"
+            subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), revision], cwd=ROOT, check=True)
+            try:
+                all_figures.append(measure(tree, revision, args))
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    report(all_figures)
 
 
 if __name__ == "__main__":
