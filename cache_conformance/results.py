@@ -4,7 +4,8 @@ Format (version 1), designed for the HTML report:
 {
   "format": 1,
   "run_info": {transformers, torch, python, platform, devices, checkpoint, suite_commit, started, duration_s,
-               expectations: "applied" | "ignored", command},
+               expectations: "applied" | "ignored", command, unused_expectations,
+               phases: {imports_s, collection_s, tests_s}},
   "summary": {outcome: count},
   "tests": [{id, check, suite, params: {dtype, device, attn}, outcome, raw_outcome, expected, reason, evidence,
              reference, raises, match, releases, tests, message, metrics, duration_s}]
