@@ -4,7 +4,8 @@ A fresh pytest process pays for Python, torch and transformers (and transformers
 test: seconds, often more than the session's tests. Here each worker process pays that once and then runs one
 session after another in itself (`pytest.main`), each with its own configuration, fixtures and `--inject-fault`
 patch, which the session undoes when it ends (the plugin's config cleanup). Sessions are handed to whichever worker
-is free. A worker process that dies takes only its own session down: that session's Run says so.
+is free. A worker process that dies (a segfault, the OOM killer) breaks the pool: its session and every session
+not yet finished come back as runs without results, whose output says so.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +45,6 @@ class Run:
 
 def run_here(session: Session) -> Run:
     """Run `session` in this process, its terminal output captured."""
-    import pytest  # imported in the worker, after _start_worker set the thread count
-
     with tempfile.TemporaryDirectory() as scratch:
         results_file = Path(scratch) / "results.json"
         args = ["-q", "-p", "no:cacheprovider", f"--rootdir={ROOT}", f"--results-file={results_file}", *session.args]

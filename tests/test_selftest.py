@@ -135,3 +135,11 @@ def test_a_fault_patch_that_raises_a_type_error_is_graded_crashed(fault):
     detection = selftest.grade(fault, run)
     assert (detection.caught, detection.crashed, detection.outcome) == (False, True, "CRASHED"), detection
     assert "raised TypeError: patched() got an unexpected keyword argument 'cache_position'" in detection.evidence
+
+
+def test_a_session_whose_process_dies_comes_back_without_results_and_leaves_its_fault_uncaught(fault):
+    [run] = selftest.run_all([selftest.Session(("suites/test_checkpoint.py", "-p", "tests.plugins.process_dies"))],
+                             workers=1)
+    assert (run.code, run.results) == (-1, None) and "a worker process died" in run.output, run
+    detection = selftest.grade(fault, run)
+    assert not detection.caught and detection.evidence.startswith("pytest exited -1 without results"), detection
