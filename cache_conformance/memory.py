@@ -235,12 +235,14 @@ def _held_bytes_cpu_total(scenario: Callable[[Reading], None]) -> HeldBytes:
         flag.value = True
     start = allocator_total()
     series = []
-    scenario(lambda: series.append(allocator_total() - start))
-    # A full collection costs about 0.2 s in a process that has imported transformers: only when it can matter.
-    if allocator_total() != _flag_state["total_when_set"]:
-        gc.collect()
-    if allocator_total() == _flag_state["total_when_set"]:
-        flag.value = False
+    try:
+        scenario(lambda: series.append(allocator_total() - start))
+    finally:
+        # A full collection costs about 0.2 s in a process that has imported transformers: only when it can matter.
+        if allocator_total() != _flag_state["total_when_set"]:
+            gc.collect()
+        if allocator_total() == _flag_state["total_when_set"]:
+            flag.value = False
     return HeldBytes(series, max(series, default=0),
                      "torch's CPU allocator's running total (c10 FLAGS_caffe2_report_cpu_memory_usage); peak over readings")
 
