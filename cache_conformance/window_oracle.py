@@ -251,11 +251,11 @@ def attention_output_changes(model, input_ids, *, query: int, perturbed: list[in
     position `query` when that layer's input at p is negated (inside the layer, so nothing else it sees changes).
     Without cache; one unperturbed pass gives every layer's baseline, then one pass per layer and position."""
     modules = _attention_modules(model)
-    outputs: dict[int, list[torch.Tensor]] = {module.layer_idx: [] for module in modules}
+    latest: dict[int, torch.Tensor] = {}  # each layer's output at `query` in the last pass
     negated: list[int] = []
 
     def take_output(module, _args, output):
-        outputs[module.layer_idx].append(output[0][:, query].double())
+        latest[module.layer_idx] = output[0][:, query].double()
 
     def negate_one_position(_module, args, kwargs):
         hidden = kwargs["hidden_states"].clone()
@@ -265,21 +265,18 @@ def attention_output_changes(model, input_ids, *, query: int, perturbed: list[in
     handles = [module.register_forward_hook(take_output) for module in modules]
     try:
         adapter.forward(model, input_ids)
-        baselines = {layer: taken.pop() for layer, taken in outputs.items()}
-        changes = {}
+        baselines = dict(latest)
+        changes: dict[int, dict[int, float]] = {}
         for module in modules:
+            layer = module.layer_idx
             negation = module.register_forward_pre_hook(negate_one_position, with_kwargs=True)
             try:
                 for position in perturbed:
                     negated.append(position)
                     adapter.forward(model, input_ids)
+                    changes.setdefault(layer, {})[position] = float((latest[layer] - baselines[layer]).abs().max())
             finally:
                 negation.remove()
-            taken = outputs[module.layer_idx][-len(perturbed):]
-            changes[module.layer_idx] = {position: float((output - baselines[module.layer_idx]).abs().max())
-                                         for position, output in zip(perturbed, taken)}
-            for other in outputs.values():
-                other.clear()  # the other layers' outputs of these passes are not wanted
     finally:
         for handle in handles:
             handle.remove()
