@@ -43,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "py311-transformers-"
+FINISHED = ("passed", "failed", "crashed", "same")
+MET = ("passed", "same")  # met its expectations, itself or through the release that ran its version
 
 
 @dataclass
@@ -215,11 +217,11 @@ def crash_reason(log: Path, code: int) -> str:
 
 
 def progress_line(jobs: list[Job], started: float) -> str:
-    done = [j for j in jobs if j.state in ("passed", "failed", "crashed", "same")]
+    done = [j for j in jobs if j.state in FINISHED]
     running = [j for j in jobs if j.state == "running"]
     now = time.monotonic()
     problems = [f"{j.release} {j.detail}" if j.state == "failed" else f"{j.release} crashed"
-                for j in done if j.state not in ("passed", "same")]
+                for j in done if j.state not in MET]
     return (f"[{len(done)}/{len(jobs)} done, {len(jobs) - len(done) - len(running)} waiting] "
             f"{elapsed(now - started)} elapsed | failures: " + ("; ".join(problems) or "none")
             + " | running: " + (", ".join(f"{j.release} ({elapsed(now - j.started)})" for j in running) or "-"))
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(jobs, wheel_s=wheel_s, report_s=report_s, total=total)
     print(f"logs in {settings.logs}; results in {settings.results}; "
           + ("report in reports/site/index.html" if report_s is not None else "build the report with: tox -e report"))
-    return 0 if all(job.state in ("passed", "same") for job in jobs) else 1
+    return 0 if all(job.state in MET for job in jobs) else 1
 
 
 PHASES = (("environment", "tox environment created or checked (tox run --notest)"),
