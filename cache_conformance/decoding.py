@@ -61,12 +61,15 @@ def located(where: str):
         raise AssertionError(f"{where} raised {type(error).__name__}: {error}") from error
 
 
-def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *, attention_mask=None, label=""):
+def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *, attention_mask=None, label="",
+                       decode_with=None, before_step=None):
     """Prefill `prompt` into `cache`, then greedy-decode `steps` tokens one at a time, comparing each step.
 
     The cached path runs first; one recomputation over the whole sequence is then the reference for every step
     (causal attention: its logits at position t are those of recomputing the prefix up to t). Steps are compared in
-    order, so the first failure reported is the earliest, also when a later step raised."""
+    order, so the first failure reported is the earliest, also when a later step raised. `decode_with` (e.g. the
+    model compiled) runs the decode steps in `model`'s place, as generate() runs a compiled decode step after an
+    uncompiled prefill; `before_step(step)` is called before each decode step."""
     label = f"{label}: " if label else ""
     length = prompt.shape[1]
     sequence = prompt
@@ -88,9 +91,11 @@ def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *,
                 attention_mask = torch.cat([attention_mask, torch.ones_like(next_token)], dim=1)
             positions = positions_from_mask(attention_mask)
             where = f"{label}decode step {step} (position {position}, {position + 1} tokens seen)"
+            if before_step is not None:
+                before_step(step)
             with located(where):
                 logits = adapter.forward(
-                    model, next_token, cache=cache, start=position, attention_mask=attention_mask,
+                    decode_with if decode_with is not None else model, next_token, cache=cache, start=position, attention_mask=attention_mask,
                     position_ids=positions[:, -1:] if positions is not None else None,
                 )
             cached.append((where, logits, [position], True))
@@ -107,8 +112,10 @@ def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *,
     return sequence
 
 
-def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: Comparison) -> None:
-    """Feed `sequence` into `cache` in chunks of `chunk_sizes`, comparing each chunk's logits."""
+def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: Comparison, *,
+                                 continue_with=None) -> None:
+    """Feed `sequence` into `cache` in chunks of `chunk_sizes`, comparing each chunk's logits; `continue_with`
+    (e.g. the model compiled) runs every chunk after the first in `model`'s place."""
     assert sum(chunk_sizes) == sequence.shape[1], "chunk sizes must cover the sequence"
     reference = recompute(model, sequence)
     start = 0
@@ -116,10 +123,41 @@ def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: C
         end = start + size
         where = f"chunk {number} of {len(chunk_sizes)} (sizes {list(chunk_sizes)}, positions {start}..{end - 1})"
         with located(where):
-            logits = adapter.forward(model, sequence[:, start:end], cache=cache, start=start)
+            runner = continue_with if continue_with is not None and number > 1 else model
+            logits = adapter.forward(runner, sequence[:, start:end], cache=cache, start=start)
         compare.logits_close(logits, reference[:, start:end], where=where, positions=list(range(start, end)))
         compare.greedy_tokens_match(logits.argmax(-1), reference[:, start:end], where=where, positions=list(range(start, end)))
         start = end
+
+
+def one_token_per_call(model, step, prompt, steps: int, compare: Comparison, *, label: str):
+    """Feed `prompt` one token per call through `step(token_ids, position) -> logits` (an exported program, as
+    ExecuTorch's runner feeds it), then greedy-decode `steps` tokens, comparing every call with recomputation by
+    `model`; returns the sequence. Calls are compared in order after they all ran, like `prefill_and_decode`."""
+    sequence = prompt
+    called = []  # (where, logits, position, decoded)
+    raised = None
+    try:
+        for position in range(prompt.shape[1] + steps):
+            decoded = position >= prompt.shape[1]
+            if decoded:
+                sequence = torch.cat([sequence, called[-1][1][:, -1:].argmax(-1)], dim=1)
+            kind = f"decode step {position - prompt.shape[1] + 1}" if decoded else "prompt token"
+            where = f"{label}: {kind} (position {position}, {position + 1} tokens seen)"
+            with located(where):
+                logits = step(sequence[:, position : position + 1], position)
+            called.append((where, logits, position, decoded))
+    except AssertionError as error:
+        raised = error
+    reference = recompute(model, sequence)
+    for where, logits, position, decoded in called:
+        expected = reference[:, position : position + 1]
+        compare.logits_close(logits, expected, where=where, positions=[position])
+        if decoded:
+            compare.greedy_tokens_match(logits.argmax(-1), expected, where=where, positions=[position])
+    if raised is not None:
+        raise raised
+    return sequence
 
 
 def generation_against_recomputation(model, prompt_length: int, sequences, step_logits, compare: Comparison, *, where: str):

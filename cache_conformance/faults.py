@@ -96,6 +96,35 @@ def _silent_overflow(wrap_around: bool):
     return wrap_update
 
 
+def _keys_rounded_when_compiled(update):
+    """Only while torch compiles or exports the model (dynamo traces it) the keys are stored rounded to bfloat16:
+    eager runs are untouched, the compiled and exported programs are not."""
+    rounded = _reduced_precision_keys(update)
+
+    @functools.wraps(update)
+    def patched(self, *args, **kwargs):
+        return (rounded if torch.compiler.is_compiling() else update)(self, *args, **kwargs)
+
+    return patched
+
+
+def _updates_counted_in_a_python_list(update):
+    """The cache appends to a Python list on every update and branches on its length, as a cache that keeps its
+    token count in Python state does: dynamo guards on the length, so every decode step compiles again (a list's
+    length is never made dynamic, whatever the compile settings). Results are unchanged."""
+
+    @functools.wraps(update)
+    def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if not hasattr(self, "_updates_seen"):
+            self._updates_seen = []
+        self._updates_seen.append(layer_idx)
+        if len(self._updates_seen) % 1000 == 999:  # never in these runs; reading the length is the fault
+            key_states = key_states + 0
+        return update(self, key_states, value_states, layer_idx, *args, **kwargs)
+
+    return patched
+
+
 def _batch_rows_swapped(update):
     """Rows of a batch stored under each other's index (the kind of bug beam reordering and batch slicing make)."""
 
@@ -223,6 +252,19 @@ CATALOGUE = {
             "the sliding-window attention mask (and the sliding cache layers with it) spans one position more than W",
             "snapshots",
             _sliding_window_one_wider,
+        ),
+        Fault(
+            "compiled-keys-rounded",
+            "only in compiled and exported programs, the cache stores keys rounded to bfloat16 (eager is exact)",
+            "compiled",
+            cache_update_wrapped_by(_keys_rounded_when_compiled),
+        ),
+        Fault(
+            "recompile-every-step",
+            "the cache counts its updates in a Python list whose length it reads, so torch.compile recompiles the "
+            "decode step at every step (results unchanged)",
+            "compiled",
+            cache_update_wrapped_by(_updates_counted_in_a_python_list),
         ),
         Fault(
             "storage-reallocated-each-step",

@@ -47,6 +47,7 @@ CHECKPOINT_KEY = pytest.StashKey[Path]()
 DEVICES_KEY = pytest.StashKey[tuple]()
 EXPECTATIONS_KEY = pytest.StashKey[list]()
 EXPECTATION_KEY = pytest.StashKey[expectations.Expectation]()
+SLOW_DESELECTED_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser):
@@ -62,6 +63,9 @@ def pytest_addoption(parser):
     group.addoption("--results-file", type=Path,
                     help="where to write the JSON results (default: reports/results/transformers-<version>.json)")
     group.addoption("--seed", type=int, default=0, help="seed for the token sequences (default 0)")
+    group.addoption("--include-slow", action="store_true",
+                    help="also run the checks marked slow (compilation and export on every target); by default "
+                    "they are deselected, except on the targets their marker names")
     group.addoption("--inject-fault", choices=sorted(faults.CATALOGUE),
                     help="patch a deliberate cache bug into transformers for this run (the suites must fail)")
 
@@ -160,8 +164,25 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("target", all_targets, ids=[t.id for t in all_targets], scope="session")
 
 
+def is_deselected_as_slow(item, include_slow: bool) -> bool:
+    """Whether a check marked slow stays out of this run: always unless --include-slow, except on the targets
+    whose id matches the marker's `except_on` pattern (`*` is any run of characters)."""
+    marker = item.get_closest_marker("slow")
+    if marker is None or include_slow:
+        return False
+    target = item.callspec.params.get("target") if hasattr(item, "callspec") else None
+    except_on = marker.kwargs.get("except_on")
+    return not (except_on and target is not None and expectations.matches(except_on, target.id))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    include_slow = config.getoption("include_slow")
+    slow = [item for item in items if is_deselected_as_slow(item, include_slow)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not is_deselected_as_slow(item, include_slow)]
+    config.stash[SLOW_DESELECTED_KEY] = [item.nodeid for item in slow]
     known = config.stash[EXPECTATIONS_KEY]
     for item in items:
         if not item.path.is_relative_to(SUITES):
@@ -270,6 +291,7 @@ class ResultsRecorder:
         if "collection_s" in self.phases:
             self.phases["tests_s"] = round(time.monotonic() - self.collection_finished, 2)
         self.collector.info["phases"] = self.phases
+        self.collector.info["slow_deselected"] = len(self.config.stash[SLOW_DESELECTED_KEY])
         self.collector.write(results_path(self.config), time.monotonic() - self.started)
 
     def pytest_terminal_summary(self, terminalreporter):
@@ -280,6 +302,10 @@ class ResultsRecorder:
                 f"WARNING: expectation matches no test that ran: tests={entry.tests} releases={entry.releases}",
                 yellow=True,
             )
+        slow = self.config.stash[SLOW_DESELECTED_KEY]
+        if slow:
+            terminalreporter.write_line(f"{len(slow)} slow checks deselected (compilation and export on other "
+                                        "targets): --include-slow runs them")
         terminalreporter.write_line(f"results: {results_path(self.config)}")
 
     def unused_expectations(self) -> list[expectations.Expectation]:
@@ -298,8 +324,11 @@ class ResultsRecorder:
         outside = [f"-{d}-" for d in targets.DEVICES if d not in devices]
         outside += [f"-{d}-{a}" for d in targets.DEVICES for a in targets.ATTENTION_IMPLEMENTATIONS if (d, a) not in pairs]
 
+        slow = self.config.stash[SLOW_DESELECTED_KEY]
+
         def could_match(pattern: str) -> bool:
             return (not any(mark in pattern for mark in outside)
+                    and not any(expectations.matches(pattern, nodeid) for nodeid in slow)
                     and (whole_suite or expectations.names_function(pattern, functions)))
 
         unused = []

@@ -39,11 +39,15 @@ FORMAT = 1
 
 # The smallest slice of each suite's parameterisation that still shows every fault: float32 has the tightest
 # tolerance and eager attention is available everywhere. A slice narrows the parameterisation, never the code path.
-PROPERTIES = ("equivalence", "overflow", "sliding_window", "memory", "snapshots")
+PROPERTIES = ("equivalence", "overflow", "sliding_window", "memory", "snapshots", "compiled")
 SLICES = {prop: ["--device", "cpu", "-k", "float32-cpu-eager"] for prop in PROPERTIES}
+# The compiled suite's checks run without --include-slow on float32 with sdpa only (compilation costs minutes).
+SLICES["compiled"] = ["--device", "cpu", "-k", "float32-cpu-sdpa"]
 # The 16-bit run of one fault per property: bfloat16 has the widest tolerances (logits 0.6, snapshots 1.0, cache
 # contents 0.6), so this shows they still leave room to catch a real fault. The memory suite runs no float16 on CPU.
 SIXTEEN_BIT_SLICE = ["--device", "cpu", "-k", "bfloat16-cpu-eager"]
+# The compiled suite has none: in the default run it compiles float32 only (its 16-bit targets are slow checks).
+WITHOUT_SIXTEEN_BIT = ("compiled",)
 SIXTEEN_BIT = {
     "equivalence": "seq-length-one-short",
     "overflow": "overflow-wraps-around",
@@ -70,6 +74,12 @@ LOCATIONS = {
     "snapshots": re.compile(
         r"(prefill|decode): \d+ of \d+ elements \([0-9.]+%\) differ beyond .*; max abs diff [0-9.e+-]+ at \[\d+, \d+\]; "
         r"rows \[\d+"
+    ),
+    "compiled": re.compile(
+        r"compilations grew with the decode steps: \d+ steps compiled \d+ graph.*decode step \d+ .*recompiled; "
+        r"guard failures \(torch's reasons\): \d+/\d+: "
+        r"|(decode step \d+|prompt token|chunk \d+ of \d+|generate\(\)).*max abs diff [0-9.e+-]+ exceeds tolerance"
+        r".*position \d+"
     ),
 }
 

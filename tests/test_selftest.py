@@ -117,7 +117,7 @@ def test_the_table_names_every_fault_and_marks_the_uncaught(fault):
 
 
 def test_each_property_has_a_sixteen_bit_fault_from_the_catalogue():
-    assert set(selftest.SIXTEEN_BIT) == set(selftest.PROPERTIES)
+    assert set(selftest.SIXTEEN_BIT) == set(selftest.PROPERTIES) - set(selftest.WITHOUT_SIXTEEN_BIT)
     for prop, name in selftest.SIXTEEN_BIT.items():
         assert faults.CATALOGUE[name].caught_by == prop
 

@@ -2,6 +2,8 @@
 
 Suites call these functions and never look at the version themselves. Each rule names the first release it
 applies to; the rules were checked by running the suites on every minor release 4.50-5.24 (README, "Expectations").
+This module holds loading, the caches, forward and generate(); each further usage path has its own module in this
+package (`compiled`: torch.compile and torch.export).
 """
 
 from __future__ import annotations
