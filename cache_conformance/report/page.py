@@ -25,6 +25,7 @@ SUITE_TITLES = {  # the order of the matrix's row groups; a suite not listed her
     "memory": "memory",
     "snapshots": "snapshots",
     "snapshot": "snapshots",
+    "compiled": "compiled and exported decoding",
     "deprecations": "deprecations (ordinary calls still work)",
     "checkpoint": "checkpoint",
 }
