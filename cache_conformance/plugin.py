@@ -183,6 +183,8 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not is_deselected_as_slow(item, include_slow)]
     config.stash[SLOW_DESELECTED_KEY] = [item.nodeid for item in slow]
+    if hasattr(config, "workeroutput"):  # an xdist worker: the controller, which writes the results, never collects
+        config.workeroutput["slow_deselected"] = config.stash[SLOW_DESELECTED_KEY]
     known = config.stash[EXPECTATIONS_KEY]
     for item in items:
         if not item.path.is_relative_to(SUITES):
@@ -272,6 +274,7 @@ class ResultsRecorder:
         self.started = time.monotonic()
         # Where this run's time went (the matrix runner prints it per release); with xdist, the controller's view.
         self.phases = {"imports_s": seconds_since_process_start()}
+        self.workers_slow_deselected: list[str] = []  # with xdist, what the workers deselected as slow
 
     def pytest_collection(self, session):
         self.collection_started = time.monotonic()
@@ -279,6 +282,15 @@ class ResultsRecorder:
     def pytest_collection_finish(self, session):
         self.collection_finished = time.monotonic()
         self.phases["collection_s"] = round(self.collection_finished - self.collection_started, 2)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        """An xdist worker finished: keep the slow checks it deselected (every worker collects the same items)."""
+        self.workers_slow_deselected = getattr(node, "workeroutput", {}).get("slow_deselected", [])
+
+    def slow_deselected(self) -> list[str]:
+        """Node ids of the slow checks this run deselected, whether it collected them itself or xdist workers did."""
+        return self.config.stash.get(SLOW_DESELECTED_KEY, None) or self.workers_slow_deselected
 
     def pytest_runtest_logreport(self, report):
         if "suite" in dict(report.user_properties):
@@ -291,7 +303,7 @@ class ResultsRecorder:
         if "collection_s" in self.phases:
             self.phases["tests_s"] = round(time.monotonic() - self.collection_finished, 2)
         self.collector.info["phases"] = self.phases
-        self.collector.info["slow_deselected"] = len(self.config.stash[SLOW_DESELECTED_KEY])
+        self.collector.info["slow_deselected"] = len(self.slow_deselected())
         self.collector.write(results_path(self.config), time.monotonic() - self.started)
 
     def pytest_terminal_summary(self, terminalreporter):
@@ -302,7 +314,7 @@ class ResultsRecorder:
                 f"WARNING: expectation matches no test that ran: tests={entry.tests} releases={entry.releases}",
                 yellow=True,
             )
-        slow = self.config.stash[SLOW_DESELECTED_KEY]
+        slow = self.slow_deselected()
         if slow:
             terminalreporter.write_line(f"{len(slow)} slow checks deselected (compilation and export on other "
                                         "targets): --include-slow runs them")
@@ -324,7 +336,7 @@ class ResultsRecorder:
         outside = [f"-{d}-" for d in targets.DEVICES if d not in devices]
         outside += [f"-{d}-{a}" for d in targets.DEVICES for a in targets.ATTENTION_IMPLEMENTATIONS if (d, a) not in pairs]
 
-        slow = self.config.stash[SLOW_DESELECTED_KEY]
+        slow = self.slow_deselected()
 
         def could_match(pattern: str) -> bool:
             return (not any(mark in pattern for mark in outside)

@@ -13,10 +13,11 @@ def run_suites(tmp_path):
     """Run the conformance suites in a fresh pytest process; returns (exit code, output, results dict or None)."""
     import json
 
-    def run(*args: str, results_name: str = "results.json"):
+    def run(*args: str, results_name: str = "results.json", workers: int = 0):
         results_file = tmp_path / results_name
+        parallel = ["-n", str(workers)] if workers else ["-p", "no:xdist"]
         completed = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *parallel, "-q",
              f"--results-file={results_file}", *args],
             cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONHASHSEED": "0"}, check=False,
         )

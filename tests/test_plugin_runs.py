@@ -156,3 +156,29 @@ def test_results_keep_the_collected_id_when_xdist_appends_its_group(reported, re
     from cache_conformance.results import without_xdist_group
 
     assert without_xdist_group(reported) == recorded
+
+
+def collected(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("suites/")]
+
+
+def test_slow_checks_run_only_on_the_targets_their_marker_names_unless_included(run_suites):
+    code, output, _ = run_suites("suites/test_compiled.py", "--device", "cpu", "--collect-only")
+    default = collected(output)
+    assert code == 0 and default, output
+    assert all("[float32-cpu-sdpa" in nodeid for nodeid in default), default
+    assert not any("chunked" in nodeid or "prompt-longer" in nodeid for nodeid in default), default
+    code, output, _ = run_suites("suites/test_compiled.py", "--device", "cpu", "--collect-only", "--include-slow")
+    everything = collected(output)
+    assert code == 0 and set(default) < set(everything), output
+    assert any("[bfloat16-cpu-eager" in nodeid and "chunked" in nodeid for nodeid in everything), everything
+
+
+def test_under_xdist_the_controller_learns_what_its_workers_deselected_as_slow(run_suites):
+    """The controller writes the results but never collects: the slow checks' count comes from the workers."""
+    code, output, results = run_suites("suites/test_compiled.py::test_exported_program_matches_recomputation",
+                                       "--device", "cpu", workers=2)
+    assert code == 0, output
+    assert [t["params"]["attn"] for t in results["tests"]] == ["sdpa"]
+    assert results["run_info"]["slow_deselected"] == 11, results["run_info"]
+    assert "11 slow checks deselected" in output

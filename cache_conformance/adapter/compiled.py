@@ -48,7 +48,8 @@ class ExportedDecoder:
     def __init__(self, program: torch.export.ExportedProgram):
         self.program = program
         self.module = program.module()
-        # The program is called as it was exported: positionally (4.52-4.55) or by keyword (4.50-4.51, 4.56 on).
+        # The program is called as it was exported: input_ids positional and cache_position by keyword (4.50-4.51),
+        # both positional (4.52-4.55) or both by keyword (from 4.56).
         example_args, example_kwargs = program.example_inputs
         self.positional = self.INPUTS[: len(example_args)]
         self.keywords = tuple(example_kwargs)
