@@ -95,8 +95,8 @@ def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *,
                 before_step(step)
             with located(where):
                 logits = adapter.forward(
-                    decode_with if decode_with is not None else model, next_token, cache=cache, start=position, attention_mask=attention_mask,
-                    position_ids=positions[:, -1:] if positions is not None else None,
+                    decode_with if decode_with is not None else model, next_token, cache=cache, start=position,
+                    attention_mask=attention_mask, position_ids=positions[:, -1:] if positions is not None else None,
                 )
             cached.append((where, logits, [position], True))
     except AssertionError as error:
