@@ -102,14 +102,21 @@ def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *,
     except AssertionError as error:
         raised = error
     reference = without_padding(recompute(model, sequence, attention_mask), attention_mask)
-    for where, logits, positions, decoded in cached:
+    compare_in_order(cached, reference, compare, raised)
+    return sequence
+
+
+def compare_in_order(calls, reference, compare: Comparison, raised: AssertionError | None) -> None:
+    """Compare each call's logits (and a decoded token's greedy choice) with the reference at its positions, in the
+    order the calls ran; then re-raise what a later call raised, so the earliest failure is the one reported.
+    `calls`: (where, logits, positions, decoded)."""
+    for where, logits, positions, decoded in calls:
         expected = reference[:, positions[0] : positions[-1] + 1]
         compare.logits_close(logits, expected, where=where, positions=positions)
         if decoded:
             compare.greedy_tokens_match(logits.argmax(-1), expected, where=where, positions=positions)
     if raised is not None:
         raise raised
-    return sequence
 
 
 def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: Comparison, *,
@@ -135,7 +142,7 @@ def one_token_per_call(model, step, prompt, steps: int, compare: Comparison, *, 
     ExecuTorch's runner feeds it), then greedy-decode `steps` tokens, comparing every call with recomputation by
     `model`; returns the sequence. Calls are compared in order after they all ran, like `prefill_and_decode`."""
     sequence = prompt
-    called = []  # (where, logits, position, decoded)
+    called = []  # (where, logits, positions, decoded), in the order the calls ran
     raised = None
     try:
         for position in range(prompt.shape[1] + steps):
@@ -146,17 +153,10 @@ def one_token_per_call(model, step, prompt, steps: int, compare: Comparison, *, 
             where = f"{label}: {kind} (position {position}, {position + 1} tokens seen)"
             with located(where):
                 logits = step(sequence[:, position : position + 1], position)
-            called.append((where, logits, position, decoded))
+            called.append((where, logits, [position], decoded))
     except AssertionError as error:
         raised = error
-    reference = recompute(model, sequence)
-    for where, logits, position, decoded in called:
-        expected = reference[:, position : position + 1]
-        compare.logits_close(logits, expected, where=where, positions=[position])
-        if decoded:
-            compare.greedy_tokens_match(logits.argmax(-1), expected, where=where, positions=[position])
-    if raised is not None:
-        raise raised
+    compare_in_order(called, recompute(model, sequence), compare, raised)
     return sequence
 
 

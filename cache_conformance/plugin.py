@@ -178,10 +178,12 @@ def is_deselected_as_slow(item, include_slow: bool) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     include_slow = config.getoption("include_slow")
-    slow = [item for item in items if is_deselected_as_slow(item, include_slow)]
+    kept, slow = [], []
+    for item in items:
+        (slow if is_deselected_as_slow(item, include_slow) else kept).append(item)
     if slow:
         config.hook.pytest_deselected(items=slow)
-        items[:] = [item for item in items if not is_deselected_as_slow(item, include_slow)]
+        items[:] = kept
     config.stash[SLOW_DESELECTED_KEY] = [item.nodeid for item in slow]
     if hasattr(config, "workeroutput"):  # an xdist worker: the controller, which writes the results, never collects
         config.workeroutput["slow_deselected"] = config.stash[SLOW_DESELECTED_KEY]
