@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-gemma3"
+MULTIMODAL_EMBEDDED = EMBEDDED.parent / "tiny-gemma3-multimodal"
 ENVIRONMENT_VARIABLE = "GEMMA3_CHECKPOINT"
 TEXT_MODEL_TYPES = ("gemma3_text",)
 

@@ -11,6 +11,7 @@ import contextlib
 import torch
 
 from cache_conformance import adapter
+from cache_conformance.adapter import multimodal
 from cache_conformance.compare import Comparison
 
 FIRST_ORDINARY_TOKEN = 3  # 0, 1 and 2 are Gemma's pad, eos and bos
@@ -18,7 +19,7 @@ FIRST_ORDINARY_TOKEN = 3  # 0, 1 and 2 are Gemma's pad, eos and bos
 
 def random_tokens(model, batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
     """Ordinary token ids drawn from `generator`, on the model's device."""
-    high = min(model.config.vocab_size, 4096)
+    high = min(adapter.text_config(model.config).vocab_size, 4096)
     return torch.randint(FIRST_ORDINARY_TOKEN, high, (batch, length), generator=generator).to(model.device)
 
 
@@ -29,7 +30,7 @@ def left_padded(model, tokens, lengths: list[int]):
     prompt = tokens(len(lengths), longest)
     attention_mask = torch.ones_like(prompt)
     for row, length in enumerate(lengths):
-        prompt[row, : longest - length] = model.config.pad_token_id
+        prompt[row, : longest - length] = adapter.text_config(model.config).pad_token_id
         attention_mask[row, : longest - length] = 0
     return prompt, attention_mask
 
@@ -48,8 +49,18 @@ def without_padding(logits: torch.Tensor, attention_mask: torch.Tensor | None) -
     return logits.masked_fill(attention_mask[..., None] == 0, float("nan"))
 
 
-def recompute(model, sequence: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    return adapter.forward(model, sequence, attention_mask=attention_mask, position_ids=positions_from_mask(attention_mask))
+def recompute(model, sequence: torch.Tensor, attention_mask: torch.Tensor | None = None, images=None) -> torch.Tensor:
+    return call(model, sequence, images=images, attention_mask=attention_mask,
+                position_ids=positions_from_mask(attention_mask))
+
+
+def call(model, input_ids, *, images=None, start: int = 0, **kwargs):
+    """One forward call over positions start, start+1, ...; with `images` (cache_conformance.images.Images) the
+    multimodal model gets the pixel values and token types that span needs."""
+    if images is None:
+        return adapter.forward(model, input_ids, start=start, **kwargs)
+    return multimodal.forward_with_images(model, input_ids, start=start, **kwargs,
+                                          **images.call_inputs(start, start + input_ids.shape[1]))
 
 
 @contextlib.contextmanager
@@ -62,14 +73,15 @@ def located(where: str):
 
 
 def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *, attention_mask=None, label="",
-                       decode_with=None, before_step=None):
+                       decode_with=None, before_step=None, images=None):
     """Prefill `prompt` into `cache`, then greedy-decode `steps` tokens one at a time, comparing each step.
 
     The cached path runs first; one recomputation over the whole sequence is then the reference for every step
     (causal attention: its logits at position t are those of recomputing the prefix up to t). Steps are compared in
     order, so the first failure reported is the earliest, also when a later step raised. `decode_with` (e.g. the
     model compiled) runs the decode steps in `model`'s place, as generate() runs a compiled decode step after an
-    uncompiled prefill; `before_step(step)` is called before each decode step."""
+    uncompiled prefill; `before_step(step)` is called before each decode step. `images`: the prompt's images
+    (cache_conformance.images.Images), passed to the prefill and to recomputation."""
     label = f"{label}: " if label else ""
     length = prompt.shape[1]
     sequence = prompt
@@ -78,8 +90,8 @@ def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *,
     try:
         where = f"{label}prefill of {length} tokens"
         with located(where):
-            logits = adapter.forward(
-                model, prompt, cache=cache, start=0, attention_mask=attention_mask,
+            logits = call(
+                model, prompt, images=images, cache=cache, start=0, attention_mask=attention_mask,
                 position_ids=positions_from_mask(attention_mask),
             )
         cached.append((where, logits, list(range(length)), False))
@@ -101,7 +113,7 @@ def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *,
             cached.append((where, logits, [position], True))
     except AssertionError as error:
         raised = error
-    reference = without_padding(recompute(model, sequence, attention_mask), attention_mask)
+    reference = without_padding(recompute(model, sequence, attention_mask, images), attention_mask)
     compare_in_order(cached, reference, compare, raised)
     return sequence
 
@@ -120,18 +132,19 @@ def compare_in_order(calls, reference, compare: Comparison, raised: AssertionErr
 
 
 def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: Comparison, *,
-                                 continue_with=None) -> None:
+                                 continue_with=None, images=None) -> None:
     """Feed `sequence` into `cache` in chunks of `chunk_sizes`, comparing each chunk's logits; `continue_with`
-    (e.g. the model compiled) runs every chunk after the first in `model`'s place."""
+    (e.g. the model compiled) runs every chunk after the first in `model`'s place; `images`: the sequence's images,
+    each passed with the chunk that holds it."""
     assert sum(chunk_sizes) == sequence.shape[1], "chunk sizes must cover the sequence"
-    reference = recompute(model, sequence)
+    reference = recompute(model, sequence, images=images)
     start = 0
     for number, size in enumerate(chunk_sizes, start=1):
         end = start + size
         where = f"chunk {number} of {len(chunk_sizes)} (sizes {list(chunk_sizes)}, positions {start}..{end - 1})"
         with located(where):
             runner = continue_with if continue_with is not None and number > 1 else model
-            logits = adapter.forward(runner, sequence[:, start:end], cache=cache, start=start)
+            logits = call(runner, sequence[:, start:end], images=images, cache=cache, start=start)
         compare.logits_close(logits, reference[:, start:end], where=where, positions=list(range(start, end)))
         compare.greedy_tokens_match(logits.argmax(-1), reference[:, start:end], where=where, positions=list(range(start, end)))
         start = end
@@ -160,11 +173,12 @@ def one_token_per_call(model, step, prompt, steps: int, compare: Comparison, *, 
     return sequence
 
 
-def generation_against_recomputation(model, prompt_length: int, sequences, step_logits, compare: Comparison, *, where: str):
+def generation_against_recomputation(model, prompt_length: int, sequences, step_logits, compare: Comparison, *,
+                                     where: str, images=None):
     """Compare generate()'s per-step logits (and, where the tolerance demands it, its greedy tokens) with
-    recomputation over the generated sequence."""
+    recomputation over the generated sequence (with the prompt's `images`, if any)."""
     first = prompt_length - 1  # the logits at the prompt's last position choose the first new token
-    reference = recompute(model, sequences[:, :-1])[:, first:]
+    reference = recompute(model, sequences[:, :-1], images=images)[:, first:]
     positions = list(range(first, sequences.shape[1] - 1))
     compare.logits_close(step_logits, reference, where=where, positions=positions)
     compare.greedy_tokens_match(sequences[:, first + 1 :], reference, where=where, positions=positions)

@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from cache_conformance import adapter, checkpoint, expectations, faults, results, snapshots, targets
+from cache_conformance.adapter import multimodal
 from cache_conformance.compare import Comparison
 from cache_conformance.decoding import random_tokens
 from cache_conformance.tolerances import tolerance_for
@@ -377,6 +378,17 @@ def model(target, pytestconfig):
     """The checkpoint loaded once per target (pytest groups tests by target), in eval mode. Never modify it."""
     return adapter.load_model(
         pytestconfig.stash[CHECKPOINT_KEY],
+        dtype=target.dtype,
+        device=target.device,
+        attn_implementation=target.attn_implementation,
+    )
+
+
+@pytest.fixture(scope="session")
+def multimodal_model(target, pytestconfig):
+    """The multimodal checkpoint (Gemma3ForConditionalGeneration) loaded once per target, in eval mode."""
+    return multimodal.load_model(
+        checkpoint.MULTIMODAL_EMBEDDED,
         dtype=target.dtype,
         device=target.device,
         attn_implementation=target.attn_implementation,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from cache_conformance import adapter
-from cache_conformance.decoding import positions_from_mask
+from cache_conformance.decoding import call, positions_from_mask
 
 UNUSED = None  # a slot that holds no position: it must be all zeros
 
@@ -81,9 +81,9 @@ def oracle_keys_values(model, input_ids, *, attention_mask=None, position_ids=No
 
 
 @torch.no_grad()
-def oracle_pass(model, input_ids, *, attention_mask=None, position_ids=None):
+def oracle_pass(model, input_ids, *, attention_mask=None, position_ids=None, images=None):
     """(oracle_keys_values, logits) of one forward pass without cache: the logits are that pass's own, i.e. the
-    recomputation a cached run is compared with."""
+    recomputation a cached run is compared with. `images`: the sequence's images (multimodal model)."""
     captured: dict[int, dict[str, torch.Tensor]] = {}
     handles = []
     for module in _attention_modules(model):
@@ -95,7 +95,7 @@ def oracle_pass(model, input_ids, *, attention_mask=None, position_ids=None):
         def take_normed_keys(_module, _args, output, slot=slot):
             slot["keys"] = output
 
-        def take_values(_module, _args, output, slot=slot, heads=model.config.num_key_value_heads):
+        def take_values(_module, _args, output, slot=slot, heads=adapter.text_config(model.config).num_key_value_heads):
             batch, seq, _ = output.shape
             slot["values"] = output.view(batch, seq, heads, -1).transpose(1, 2)
 
@@ -105,7 +105,7 @@ def oracle_pass(model, input_ids, *, attention_mask=None, position_ids=None):
             module.v_proj.register_forward_hook(take_values),
         ]
     try:
-        logits = adapter.forward(model, input_ids, attention_mask=attention_mask, position_ids=position_ids)
+        logits = call(model, input_ids, images=images, attention_mask=attention_mask, position_ids=position_ids)
     finally:
         for handle in handles:
             handle.remove()
@@ -237,19 +237,20 @@ def static_windows(model, window: int) -> list[Window]:
     return [Window(window if sliding else None) for sliding in adapter.sliding_layers(model.config)]
 
 
-def follow(model, cache, sequence, windows, *, attention_mask=None) -> CacheFollower:
-    """A follower of `cache` over `sequence`, with the oracle computed for it."""
+def follow(model, cache, sequence, windows, *, attention_mask=None, images=None) -> CacheFollower:
+    """A follower of `cache` over `sequence` (with its `images`, if any), with the oracle computed for it."""
     oracle, logits = oracle_pass(model, sequence, attention_mask=attention_mask,
-                                 position_ids=positions_from_mask(attention_mask))
+                                 position_ids=positions_from_mask(attention_mask), images=images)
     return CacheFollower(cache, oracle, windows, adapter.sliding_layers(model.config), content_tolerance(model.dtype),
                          attention_mask=attention_mask, recomputed_logits=logits)
 
 
 @torch.no_grad()
-def attention_output_changes(model, input_ids, *, query: int, perturbed: list[int]) -> dict[int, dict[int, float]]:
+def attention_output_changes(model, run, *, query: int, perturbed: list[int]) -> dict[int, dict[int, float]]:
     """For each layer, and each position p in `perturbed`: the max abs change of the layer's attention output at
     position `query` when that layer's input at p is negated (inside the layer, so nothing else it sees changes).
-    Without cache; one unperturbed pass gives every layer's baseline, then one pass per layer and position."""
+    `run()` makes one forward pass of `model` over the positions (a fresh cache each time if it uses one); one
+    unperturbed pass gives every layer's baseline, then one pass per layer and position."""
     modules = _attention_modules(model)
     latest: dict[int, torch.Tensor] = {}  # each layer's output at `query` in the last pass
     negated: list[int] = []
@@ -264,7 +265,7 @@ def attention_output_changes(model, input_ids, *, query: int, perturbed: list[in
 
     handles = [module.register_forward_hook(take_output) for module in modules]
     try:
-        adapter.forward(model, input_ids)
+        run()
         baselines = dict(latest)
         changes: dict[int, dict[int, float]] = {}
         for module in modules:
@@ -273,7 +274,7 @@ def attention_output_changes(model, input_ids, *, query: int, perturbed: list[in
             try:
                 for position in perturbed:
                     negated.append(position)
-                    adapter.forward(model, input_ids)
+                    run()
                     changes.setdefault(layer, {})[position] = float((latest[layer] - baselines[layer]).abs().max())
             finally:
                 negation.remove()

@@ -66,7 +66,8 @@ def test_a_token_reaches_sliding_layers_only_within_the_window(model, window, to
     sequence = tokens(1, query + 1)
     distances = (window - 1, window, query)
     changes = {}
-    by_layer = attention_output_changes(model, sequence, query=query, perturbed=[query - d for d in distances])
+    by_layer = attention_output_changes(model, lambda: adapter.forward(model, sequence), query=query,
+                                        perturbed=[query - d for d in distances])
     for layer, sliding in enumerate(adapter.sliding_layers(model.config)):
         kind = "sliding" if sliding else "full-attention"
         by_position = by_layer[layer]

@@ -3,7 +3,9 @@
 Suites call these functions and never look at the version themselves. Each rule names the first release it
 applies to; the rules were checked by running the suites on every minor release 4.50-5.24 (README, "Expectations").
 This module holds loading, the caches, forward and generate(); each further usage path has its own module in this
-package (`compiled`: torch.compile and torch.export).
+package (`compiled`: torch.compile and torch.export; `multimodal`: Gemma3ForConditionalGeneration and images).
+Config reads go through the text config (`config.get_text_config()`, the config itself for the text model), so
+the cache helpers serve the multimodal model's language model too.
 """
 
 from __future__ import annotations
@@ -84,18 +86,23 @@ def _from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str, **co
         )
 
 
+def text_config(config):
+    """The language model's config: the config itself for the text model, `text_config` for the multimodal one."""
+    return config.get_text_config()
+
+
 def sliding_layers(config) -> list[bool]:
     """For each decoder layer, whether it attends over a sliding window."""
-    return [kind == "sliding_attention" for kind in config.layer_types]
+    return [kind == "sliding_attention" for kind in text_config(config).layer_types]
 
 
 def window(config) -> int:
-    return config.sliding_window
+    return text_config(config).sliding_window
 
 
 def make_static_cache(model, *, batch_size: int, capacity: int):
     """A preallocated static cache for `batch_size` sequences of at most `capacity` tokens, tensors allocated now."""
-    config = model.config
+    config = text_config(model.config)
     if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
         return transformers.HybridCache(
             config, max_batch_size=batch_size, max_cache_len=capacity, device=model.device, dtype=model.dtype
@@ -116,7 +123,7 @@ def make_dynamic_cache(model):
     does that (from 4.56), otherwise every layer keeps every position."""
     if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
         return transformers.DynamicCache()
-    return transformers.DynamicCache(config=model.config)
+    return transformers.DynamicCache(config=text_config(model.config))
 
 
 def dynamic_cache_trims_sliding_layers() -> bool:
@@ -201,15 +208,16 @@ def replace_layer_storage(cache, layer: int, keys: torch.Tensor, values: torch.T
 
 @torch.no_grad()
 def forward(model, input_ids, *, cache=None, start: int = 0, attention_mask=None, position_ids=None,
-            cache_keyword: str | None = None):
+            cache_keyword: str | None = None, **model_inputs):
     """Logits for `input_ids`, the tokens at positions start, start+1, ... of the sequence.
 
     Without a cache this is plain recomputation. With one, the cache must hold exactly the `start` earlier tokens.
     `attention_mask` covers every position so far (earlier and new), as generate() passes it. `cache_keyword` is
     the name the cache is passed under: the release's own by default (the deprecations suite passes the old one).
+    `model_inputs` go to the model as they are (the multimodal adapter's pixel values and token types).
     """
     cache_keyword = cache_keyword or CACHE_KEYWORD
-    kwargs = {"attention_mask": attention_mask, "position_ids": position_ids}
+    kwargs = {"attention_mask": attention_mask, "position_ids": position_ids, **model_inputs}
     if cache is None:
         kwargs["use_cache"] = False
     else:
@@ -230,10 +238,10 @@ def generate_with_own_static_cache(model, input_ids, *, max_new_tokens: int):
 
 
 def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, attention_mask=None,
-                               cache_keyword: str | None = None):
+                               cache_keyword: str | None = None, **model_inputs):
     """Greedy generate() into a user-supplied static cache, passed under `cache_keyword` (default: the release's
-    own name); returns (sequences, logits of each new step)."""
-    cache_arguments = {cache_keyword or CACHE_KEYWORD: cache}
+    own name); returns (sequences, logits of each new step). `model_inputs` (e.g. pixel values) go to generate()."""
+    cache_arguments = {cache_keyword or CACHE_KEYWORD: cache, **model_inputs}
     if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
         # Gemma 3's config sets cache_implementation="hybrid" and generate() refuses a user cache while it is set
         # ("Passing both `cache_implementation` ... and `past_key_values`"); a generation config without it, used
@@ -267,6 +275,6 @@ def _greedy_generate_output(model, input_ids, max_new_tokens: int, attention_mas
         do_sample=False,
         return_dict_in_generate=True,
         output_logits=True,
-        pad_token_id=model.config.pad_token_id,
+        pad_token_id=text_config(model.config).pad_token_id,
         **cache_arguments,
     )

@@ -1,0 +1,192 @@
+"""The multimodal Gemma 3 (Gemma3ForConditionalGeneration): every property with images in the prompt.
+
+An image is begin-of-image, N soft tokens, end-of-image (N=4 in the embedded checkpoint); inside one image the soft
+tokens attend to each other both ways, on top of the language model's sliding and full layers. W is the sliding
+window. Every comparison passes the same pixel values and token types to the cached path and to recomputation.
+Equality of the two paths cannot see a mask that is wrong in both, so the image-attention checks perturb one
+position inside one layer and grade which outputs move, on each path.
+"""
+
+import pytest
+import torch
+
+from cache_conformance import adapter, images
+from cache_conformance.decoding import (
+    call,
+    chunks_against_recomputation,
+    generation_against_recomputation,
+    left_padded,
+    prefill_and_decode,
+)
+from cache_conformance.images import place_images
+from cache_conformance.window_oracle import attention_output_changes, follow, static_windows
+
+IMAGE_SEED = 1234  # pixel values; the tokens around the images come from the `tokens` fixture
+
+
+def image_at(model, window):
+    """Where a scenario's images go (positions of their begin-of-image tokens) and how long its prompt is."""
+    length = images.image_length(model)
+    return {
+        "image-inside-window": ([1], window - 1),
+        "image-straddling-window-boundary": ([window - length // 2], window + length),
+        "prompt-longer-than-window": ([2], 2 * window + 3),
+        "two-images": ([1, window + 1], window + length + 4),
+    }
+
+
+SCENARIOS = ("image-inside-window", "image-straddling-window-boundary", "prompt-longer-than-window", "two-images")
+
+
+def image_prompt(model, tokens, starts: list[int], length: int, row: int = 0, batch: int = 1):
+    return place_images(model, tokens(batch, length), [(row, start) for start in starts], seed=IMAGE_SEED)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_multimodal_prefill_then_decode(multimodal_model, window, tokens, compare, scenario):
+    starts, length = image_at(multimodal_model, window)[scenario]
+    prompt, placed = image_prompt(multimodal_model, tokens, starts, length)
+    steps = window + 2
+    cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=length + steps)
+    prefill_and_decode(multimodal_model, cache, prompt, steps, compare, images=placed, label=scenario)
+
+
+def test_multimodal_static_cache_larger_than_the_window(multimodal_model, window, tokens, compare):
+    """A static cache far longer than the window: the image masks are sized for each layer kind's cache."""
+    starts, length = image_at(multimodal_model, window)["image-inside-window"]
+    prompt, placed = image_prompt(multimodal_model, tokens, starts, length)
+    steps = window + 2
+    cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=4 * window + length + steps)
+    prefill_and_decode(multimodal_model, cache, prompt, steps, compare, images=placed)
+
+
+def test_multimodal_left_padded_batch_with_an_image_in_one_row(multimodal_model, window, tokens, compare):
+    lengths = [window + 3, window - 2]
+    text, attention_mask = left_padded(multimodal_model, tokens, lengths)
+    prompt, placed = place_images(multimodal_model, text, [(0, 2)], seed=IMAGE_SEED)
+    steps = window + 2
+    cache = adapter.make_static_cache(multimodal_model, batch_size=len(lengths), capacity=max(lengths) + steps)
+    prefill_and_decode(multimodal_model, cache, prompt, steps, compare, attention_mask=attention_mask, images=placed)
+
+
+def test_multimodal_second_turn_with_a_second_image(multimodal_model, window, tokens, compare):
+    """A conversation continued on the cache that holds its first turn (an image, then text), with a second
+    image in the new turn, then decoding; every call against recomputation over both turns."""
+    first_turn, second_turn, steps = window - 1, window + 2, 3
+    length = images.image_length(multimodal_model)
+    prompt, placed = image_prompt(multimodal_model, tokens, [1, first_turn + 2], first_turn + second_turn + steps)
+    assert length + 2 <= second_turn
+    cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=prompt.shape[1])
+    chunks_against_recomputation(multimodal_model, cache, prompt, [first_turn, second_turn, *[1] * steps], compare,
+                                 images=placed)
+
+
+def test_multimodal_generate_with_a_static_cache(multimodal_model, window, tokens, compare):
+    starts, length = image_at(multimodal_model, window)["image-inside-window"]
+    prompt, placed = image_prompt(multimodal_model, tokens, starts, length)
+    new_tokens = window + 4
+    cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=length + new_tokens)
+    sequences, step_logits = adapter.generate_with_static_cache(
+        multimodal_model, prompt, cache=cache, max_new_tokens=new_tokens,
+        pixel_values=placed.pixel_values, token_type_ids=placed.token_types,
+    )
+    generation_against_recomputation(multimodal_model, length, sequences, step_logits, compare, images=placed,
+                                     where=f"generate() of {new_tokens} tokens after an image")
+
+
+def test_multimodal_sliding_window_contents_with_image_tokens(multimodal_model, window, tokens):
+    """After the prompt (an image straddling W) and after each decode step, every layer of the static cache holds,
+    slot by slot, the oracle's keys and values of exactly the positions its window holds, image tokens included:
+    the soft tokens are evicted from sliding layers like text, and kept by full-attention layers."""
+    starts, length = image_at(multimodal_model, window)["image-straddling-window-boundary"]
+    steps = window + 2
+    sequence, placed = image_prompt(multimodal_model, tokens, starts, length + steps)
+    cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=sequence.shape[1])
+    follower = follow(multimodal_model, cache, sequence, static_windows(multimodal_model, window), images=placed)
+    call(multimodal_model, sequence[:, :length], images=placed, cache=cache)
+    follower.fed(length, where=f"prefill of {length} tokens with an image at {placed.placed[0].first}..{placed.placed[0].last}")
+    for position in range(length, sequence.shape[1]):
+        call(multimodal_model, sequence[:, position : position + 1], images=placed, cache=cache, start=position)
+        follower.fed(1, where=f"decode step {position - length + 1} (position {position})")
+
+
+# ---- what each position sees ----
+
+PATHS = ("recomputation", "static-cache")
+
+
+def perturbation_run(model, prompt, placed, path: str):
+    """One pass over `prompt` without cache, or as the prefill of a fresh static cache longer than the window."""
+    if path == "recomputation":
+        return lambda: call(model, prompt, images=placed)
+    capacity = prompt.shape[1] + 2 * adapter.window(model.config)
+    return lambda: call(model, prompt, images=placed,
+                        cache=adapter.make_static_cache(model, batch_size=1, capacity=capacity))
+
+
+def changes_at(model, prompt, placed, path, query, perturbed):
+    return attention_output_changes(model, perturbation_run(model, prompt, placed, path), query=query,
+                                    perturbed=perturbed)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_image_tokens_see_each_other_both_ways(multimodal_model, window, tokens, metrics, path):
+    """In every layer, the first soft token of an image is changed by every later soft token of the same image."""
+    prompt, placed = image_prompt(multimodal_model, tokens, [2], window)
+    image = placed.placed[0]
+    by_layer = changes_at(multimodal_model, prompt, placed, path, image.first, image.soft_tokens[1:])
+    metrics["first_soft_token_change"] = {f"layer {l} position {p}": c for l, by in by_layer.items() for p, c in by.items()}
+    for layer, by_position in by_layer.items():
+        for position, change in by_position.items():
+            assert change > 0, (
+                f"{path}: layer {layer}: negating soft token {position} of the image at {image.first}..{image.last} "
+                f"did not change the output at its first soft token {image.first}: inside one image attention "
+                f"must go both ways"
+            )
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_image_tokens_see_nothing_later_outside_their_image(multimodal_model, window, tokens, metrics, path):
+    """No position is changed by a later position outside its own image: the first image's soft tokens see
+    neither the text after it nor a later image, and text before an image does not see the image. Exactly zero
+    change (a masked position has weight zero); the both-ways check shows the same perturbation does move
+    outputs it may move."""
+    starts, length = image_at(multimodal_model, window)["two-images"]
+    prompt, placed = image_prompt(multimodal_model, tokens, starts, length)
+    first, second = placed.placed
+    cases = {first.last: [first.last + 1, second.first - 2, second.first, second.last], first.first - 2: [first.first]}
+    seen = {}
+    for query, later in cases.items():
+        for layer, by_position in changes_at(multimodal_model, prompt, placed, path, query, later).items():
+            for position, change in by_position.items():
+                seen[f"layer {layer} query {query} position {position}"] = change
+                assert change == 0, (
+                    f"{path}: layer {layer}: negating position {position} changed the output at the earlier "
+                    f"position {query} by {change:.3g} (images at {first.first}..{first.last} and "
+                    f"{second.first}..{second.last}): a position may only see a later one inside its own image"
+                )
+    metrics["changes_from_later_positions"] = seen
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_sliding_layers_bound_an_image_tokens_view(multimodal_model, window, tokens, metrics, path):
+    """A sliding layer's image soft token sees the W-1 positions before it and nothing further back; a full layer
+    sees them all (the control)."""
+    start = window + 2
+    prompt, placed = image_prompt(multimodal_model, tokens, [start], start + images.image_length(multimodal_model) + 1)
+    query = placed.placed[0].first
+    inside, outside = query - (window - 1), query - window
+    by_layer = changes_at(multimodal_model, prompt, placed, path, query, [inside, outside])
+    sliding = adapter.sliding_layers(multimodal_model.config)
+    metrics["changes"] = {f"layer {l} position {p}": c for l, by in by_layer.items() for p, c in by.items()}
+    for layer, by_position in by_layer.items():
+        kind = "sliding" if sliding[layer] else "full-attention"
+        what = f"{path}: layer {layer} ({kind}, W={window}): at the image's first soft token {query}, negating"
+        assert by_position[inside] > 0, f"{what} position {inside} (distance {window - 1}) changed nothing"
+        if sliding[layer]:
+            assert by_position[outside] == 0, (
+                f"{what} position {outside} (distance {window}) changed the output by {by_position[outside]:.3g}: "
+                f"an image token's sliding window must end W positions back"
+            )
+        else:
+            assert by_position[outside] > 0, f"{what} position {outside} changed nothing in a full-attention layer"
