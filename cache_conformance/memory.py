@@ -25,6 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from cache_conformance import adapter
+from cache_conformance.decoding import call
 
 # A growth of fewer bytes per step than this is not reported. Well below the smallest growth that matters (one
 # position's keys and values of one layer: 2 x kv_heads x head_dim x 2 bytes = 256 bytes on the embedded
@@ -52,11 +53,13 @@ def first_steady_reading(window: int) -> int:
     return window - prompt_length_for(window) + 1
 
 
-def decode(model, cache, sequence: torch.Tensor, after_each_step: Callable[[int], None]) -> None:
-    """Prefill the first W/2 tokens of `sequence`, then feed the rest one token at a time (logits dropped);
-    after_each_step(step) runs after prefill (step 0) and after each decode step."""
-    prompt_length = prompt_length_for(adapter.window(model.config))
-    adapter.forward(model, sequence[:, :prompt_length], cache=cache)
+def decode(model, cache, sequence: torch.Tensor, after_each_step: Callable[[int], None], *,
+           prompt_length: int | None = None, images=None) -> None:
+    """Prefill the first `prompt_length` tokens of `sequence` (default W/2), with their `images` if any, then feed
+    the rest one token at a time (logits dropped); after_each_step(step) runs after prefill (step 0) and after each
+    decode step."""
+    prompt_length = prompt_length or prompt_length_for(adapter.window(model.config))
+    call(model, sequence[:, :prompt_length], images=images, cache=cache)
     after_each_step(0)
     for step, position in enumerate(range(prompt_length, sequence.shape[1]), start=1):
         adapter.forward(model, sequence[:, position : position + 1], cache=cache, start=position)

@@ -21,7 +21,7 @@ from cache_conformance import adapter, checkpoint, expectations, faults, results
 from cache_conformance.adapter import multimodal
 from cache_conformance.compare import Comparison
 from cache_conformance.decoding import random_tokens
-from cache_conformance.tolerances import tolerance_for
+from cache_conformance.tolerances import reference_tolerance_for, tolerance_for
 
 # Select with --hypothesis-profile. Shrinking a failure costs minutes on this model (up to hypothesis' own
 # 5-minute cap per test) and expected failures on old releases would pay it every run, so only the "shrink"
@@ -382,6 +382,17 @@ def model(target, pytestconfig):
         device=target.device,
         attn_implementation=target.attn_implementation,
     )
+
+
+@pytest.fixture
+def logits_snapshot(snapshot, target, metrics):
+    """syrupy's snapshot with the tensor extension at this target's tolerance; its max abs diff goes to `metrics`.
+    Only the float32 CPU eager target records on --snapshot-update; every other target compares with it."""
+    tolerance = reference_tolerance_for(target.dtype_name, target.device)
+    assertion = snapshot.use_extension(snapshots.TensorSnapshotExtension.with_tolerance(tolerance))
+    assertion.update_snapshots = assertion.update_snapshots and target == snapshots.REFERENCE_TARGET
+    assertion.extension.metrics = metrics
+    return assertion
 
 
 @pytest.fixture(scope="session")

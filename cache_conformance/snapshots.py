@@ -22,11 +22,14 @@ from safetensors.torch import save as save_tensors
 from syrupy.extensions.single_file import SingleFileSnapshotExtension
 
 from cache_conformance import adapter
+from cache_conformance.decoding import call
+from cache_conformance.targets import Target
 from cache_conformance.tolerances import Tolerance
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = ROOT / "fixtures" / "snapshots"
-UPDATE_COMMAND = "pytest suites/test_snapshots.py -p no:xdist --snapshot-update"
+REFERENCE_TARGET = Target("float32", "cpu", "eager")  # the target that records; every other compares with it
+UPDATE_COMMAND = "pytest suites/test_snapshots.py suites/test_multimodal.py -k reference -p no:xdist --snapshot-update"
 SYRUPY_DEFAULT_DIRNAME = "__snapshots__"
 WORST_SHOWN = 5
 
@@ -36,8 +39,10 @@ class SnapshotFileError(Exception):
 
 
 @torch.no_grad()
-def reference_run(model, prompt: torch.Tensor, steps: int, continuation: torch.Tensor | None = None) -> dict:
-    """Prefill `prompt` (shape (1, P)) into a static cache, then decode `steps` tokens one at a time.
+def reference_run(model, prompt: torch.Tensor, steps: int, continuation: torch.Tensor | None = None, *,
+                  images=None) -> dict:
+    """Prefill `prompt` (shape (1, P)) into a static cache, with its `images` if any, then decode `steps` tokens
+    one at a time.
 
     The decoded tokens are the greedy choices, or `continuation` (the tokens a recorded reference chose) when
     given: a bfloat16 run that ranks two near-equal logits the other way must still be compared on the
@@ -46,7 +51,7 @@ def reference_run(model, prompt: torch.Tensor, steps: int, continuation: torch.T
     row i of "decode" being decode step i + 1 (position P + i); logits in float32.
     """
     cache = adapter.make_static_cache(model, batch_size=1, capacity=prompt.shape[1] + steps)
-    logits = adapter.forward(model, prompt, cache=cache, start=0)
+    logits = call(model, prompt, images=images, cache=cache)
     prefill = logits[0]
     sequence, decoded = prompt, []
     for step in range(steps):
@@ -224,7 +229,9 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
     def get_snapshot_name(cls, *, test_location, index=0) -> str:
         name = super().get_snapshot_name(test_location=test_location, index=index)
         target = test_location.item.callspec.params.get("target")
-        return name.replace(f"{target.id}-", "", 1) if target is not None else name
+        if target is None:
+            return name
+        return name.replace(f"[{target.id}]", "", 1).replace(f"{target.id}-", "", 1)
 
     @classmethod
     def matches_test_location(cls, *, test_location, snapshot_location: str) -> bool:

@@ -10,7 +10,7 @@ position inside one layer and grade which outputs move, on each path.
 import pytest
 import torch
 
-from cache_conformance import adapter, images
+from cache_conformance import adapter, images, memory, overflow
 from cache_conformance.decoding import (
     call,
     chunks_against_recomputation,
@@ -19,6 +19,7 @@ from cache_conformance.decoding import (
     prefill_and_decode,
 )
 from cache_conformance.images import place_images
+from cache_conformance.snapshots import SnapshotFileError, recorded, reference_run
 from cache_conformance.window_oracle import attention_output_changes, follow, static_windows
 
 IMAGE_SEED = 1234  # pixel values; the tokens around the images come from the `tokens` fixture
@@ -190,3 +191,74 @@ def test_sliding_layers_bound_an_image_tokens_view(multimodal_model, window, tok
             )
         else:
             assert by_position[outside] > 0, f"{what} position {outside} changed nothing in a full-attention layer"
+
+
+# ---- overflow, memory, reference logits ----
+
+OVERFLOWS = ("prefill-with-an-image-longer-than-capacity", "decode-past-capacity-after-an-image")
+
+
+@pytest.mark.parametrize("scenario", OVERFLOWS)
+def test_multimodal_overflow_with_an_image_raises(multimodal_model, window, tokens, metrics, scenario):
+    """Asking a static cache for more positions than it holds raises with an image in the prompt: no silent
+    wrap-around. (Whether the message is clear and the cache intact is the overflow suite's business: no release
+    4.50-5.24 does either, image or not.)"""
+    starts, length = image_at(multimodal_model, window)["prompt-longer-than-window"]
+    prompt, placed = image_prompt(multimodal_model, tokens, starts, length + 1)
+    capacity = length if scenario.startswith("prefill") else length + 1
+    cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=capacity)
+    if scenario.startswith("prefill"):
+        overflowing = lambda: call(multimodal_model, prompt, images=placed, cache=cache)  # noqa: E731
+    else:
+        call(multimodal_model, prompt, images=placed, cache=cache)
+        overflowing = lambda: adapter.forward(multimodal_model, prompt[:, -1:], cache=cache, start=capacity)  # noqa: E731
+    result = overflow.attempt(overflowing, lambda: overflow.cache_state(cache))
+    metrics.update(capacity=capacity, exception=overflow.describe(result.error)[:500])
+    failure = overflow.raise_failure(result)
+    assert failure is None, f"{scenario} (capacity {capacity}): {failure}"
+
+
+def test_multimodal_memory_stays_put_while_decoding_after_an_image(multimodal_model, window, tokens, metrics):
+    """After a prefill with an image, every cached tensor keeps its storage through decoding to capacity (3W).
+    Positive control: a dynamic cache's full layers move to new, larger storage at every step of the same run."""
+    starts, length = image_at(multimodal_model, window)["image-inside-window"]
+    capacity = memory.capacity_for(window)
+    sequence, placed = image_prompt(multimodal_model, tokens, starts, capacity)
+
+    def storage_after_each_step(cache):
+        maps = []
+        memory.decode(multimodal_model, cache, sequence, lambda step: maps.append(memory.storage_map(cache)),
+                      prompt_length=length, images=placed)
+        return maps
+
+    static = storage_after_each_step(adapter.make_static_cache(multimodal_model, batch_size=1, capacity=capacity))
+    dynamic = storage_after_each_step(adapter.make_dynamic_cache(multimodal_model))
+    metrics["static_cache_bytes"] = [sum(s.nbytes for s in m.values()) for m in static]
+    full_layers = [layer for layer, sliding in enumerate(adapter.sliding_layers(multimodal_model.config)) if not sliding]
+    unseen = memory.steps_without_new_larger_storage(dynamic, full_layers)
+    assert not unseen, (
+        f"INVALID (not a pass): the storage probe did not see the dynamic cache's full layers {full_layers} move to "
+        f"new, larger storage at decode steps {unseen}; it cannot vouch for the static cache"
+    )
+    moved = memory.moves(static)
+    assert not moved, (
+        f"decode step {moved[0][0]} after a prefill of {length} tokens with an image: "
+        f"{'; '.join(list(moved[0][1].values())[:2])} (storage changed at {len(moved)} of {len(static) - 1} steps)"
+    )
+
+
+REFERENCE_STEPS = 12
+
+
+def test_multimodal_logits_match_the_recorded_reference(multimodal_model, window, recorded_tokens, logits_snapshot):
+    """Prefill and decode logits with two images in a prompt longer than the window, against logits recorded once
+    (float32, CPU, eager, newest release): catches a change that moves the cached path and recomputation alike."""
+    starts, length = image_at(multimodal_model, window)["two-images"]
+    prompt, placed = image_prompt(multimodal_model, recorded_tokens, starts, length)
+    try:
+        reference = None if logits_snapshot.update_snapshots else recorded(logits_snapshot)
+    except SnapshotFileError as error:
+        pytest.fail(str(error), pytrace=False)
+    fits = reference is not None and reference["tokens"].shape == (length + REFERENCE_STEPS,)
+    continuation = reference["tokens"][length:] if fits else None
+    assert logits_snapshot == reference_run(multimodal_model, prompt, REFERENCE_STEPS, continuation, images=placed)

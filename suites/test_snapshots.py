@@ -8,41 +8,26 @@ checkpoint, the prefill logits and the logits of DECODE_STEPS decode steps with 
 sliding window. Each dtype compares with its tolerance against a float32 reference
 (tolerances.reference_tolerance_for); in float32 each step's greedy choice must also be the recorded token.
 
-Record, or re-record after a deliberate change:  pytest suites/test_snapshots.py -p no:xdist --snapshot-update
+Record, or re-record after a deliberate change (with the multimodal snapshots):
+    pytest suites/test_snapshots.py suites/test_multimodal.py -k reference -p no:xdist --snapshot-update
 """
 
 import pytest
 import torch
 
 from cache_conformance import checkpoint
-from cache_conformance.snapshots import (
-    SnapshotFileError,
-    TensorSnapshotExtension,
-    greedy_choices,
-    recorded,
-    reference_run,
-)
-from cache_conformance.targets import Target
-from cache_conformance.tolerances import reference_tolerance_for
+from cache_conformance.snapshots import SnapshotFileError, greedy_choices, recorded, reference_run
 
-REFERENCE = Target("float32", "cpu", "eager")
 # Fixed lengths, not read from the model: the embedded checkpoint's window is 8, and a model whose window changed
 # must be compared on the same sequences (and fail on its logits).
 PROMPT_LENGTHS = {"prompt-5-shorter-than-window": 5, "prompt-8-equal-to-window": 8, "prompt-13-longer-than-window": 13}
 DECODE_STEPS = 20
 
 
-@pytest.fixture
-def logits_snapshot(snapshot, target, metrics, checkpoint_path):
-    """syrupy's snapshot with the tensor extension at this target's tolerance; its max abs diff goes to `metrics`."""
+@pytest.fixture(autouse=True)
+def embedded_checkpoint_only(checkpoint_path):
     if checkpoint_path != checkpoint.EMBEDDED:
         pytest.skip("reference logits are recorded for the embedded checkpoint only")
-    tolerance = reference_tolerance_for(target.dtype_name, target.device)
-    assertion = snapshot.use_extension(TensorSnapshotExtension.with_tolerance(tolerance))
-    # Only the reference target records on --snapshot-update; every other target compares with what it recorded.
-    assertion.update_snapshots = assertion.update_snapshots and target == REFERENCE
-    assertion.extension.metrics = metrics
-    return assertion
 
 
 @pytest.mark.parametrize("prompt_length", PROMPT_LENGTHS.values(), ids=PROMPT_LENGTHS.keys())

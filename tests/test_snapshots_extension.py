@@ -92,7 +92,7 @@ def test_an_unreadable_snapshot_is_a_one_line_error_naming_the_rewrite_command()
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith("snapshot file some.safetensors is unreadable (")
-    assert message.endswith("rewrite it with: pytest suites/test_snapshots.py -p no:xdist --snapshot-update")
+    assert message.endswith("rewrite it with: pytest suites/test_snapshots.py suites/test_multimodal.py -k reference -p no:xdist --snapshot-update")
 
 
 def test_snapshot_update_regenerates_the_committed_files_byte_for_byte(run_suites, tmp_path):
@@ -125,7 +125,7 @@ def test_a_truncated_snapshot_fails_with_one_line_naming_the_file_and_the_comman
     assert len(failed) == 1, output
     message = failed[0]["message"]
     assert "\n" not in message and str(victim) in message and "is unreadable" in message, message
-    assert "rewrite it with: pytest suites/test_snapshots.py -p no:xdist --snapshot-update" in message
+    assert "rewrite it with: pytest suites/test_snapshots.py suites/test_multimodal.py -k reference -p no:xdist --snapshot-update" in message
     assert "Traceback" not in output
 
 
