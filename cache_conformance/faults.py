@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from cache_conformance import adapter
+from cache_conformance.adapter import multimodal
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,52 @@ def _sliding_window_one_wider(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config_class, "__init__", widened_init)
 
 
+def _image_features_rolled_when_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the multimodal model is called with a cache, each image's soft-token features land one position late
+    inside the image (the last one's at the first): scattered into the wrong tokens. Without a cache, exact."""
+    cached = []  # whether the model call under way passes a cache
+
+    def flag(forward):
+        @functools.wraps(forward)
+        def flagged(self, *args, **kwargs):
+            cached.append(multimodal.cache_given(kwargs))
+            try:
+                return forward(self, *args, **kwargs)
+            finally:
+                cached.pop()
+
+        return flagged
+
+    def roll(project):
+        @functools.wraps(project)
+        def rolled(self, vision_outputs):
+            features = project(self, vision_outputs)
+            return features.roll(1, dims=1) if cached and cached[-1] else features
+
+        return rolled
+
+    model_class, projector_class = multimodal.model_class(), multimodal.projector_class()
+    monkeypatch.setattr(model_class, "forward", flag(model_class.forward))
+    monkeypatch.setattr(projector_class, "forward", roll(projector_class.forward))
+
+
+def _image_mask_shifted_when_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the multimodal model is called with a cache, the two-way image mask reads each token's type from the
+    position before: the image block starts one position late (its first soft token attends causally only) and
+    takes in the end-of-image token."""
+    model_class = multimodal.model_class()
+    forward = model_class.forward
+
+    @functools.wraps(forward)
+    def shifted(self, *args, **kwargs):
+        token_types = kwargs.get("token_type_ids")
+        if token_types is not None and multimodal.cache_given(kwargs):
+            kwargs["token_type_ids"] = torch.nn.functional.pad(token_types, (1, 0))[:, :-1]
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_class, "forward", shifted)
+
+
 def _storage_reallocated_each_step(update):
     """After each update the layer's keys and values live in fresh copies: same contents, new storage."""
 
@@ -268,6 +315,19 @@ CATALOGUE = {
             "decode step at every step (results unchanged)",
             "compiled",
             cache_update_wrapped_by(_updates_counted_in_a_python_list),
+        ),
+        Fault(
+            "image-features-rolled-when-cached",
+            "with a cache in use, each image's soft-token features are scattered one position late inside the image",
+            "multimodal",
+            _image_features_rolled_when_cached,
+        ),
+        Fault(
+            "image-mask-shifted-when-cached",
+            "with a cache in use, the two-way image mask is shifted one position late (the first soft token attends "
+            "causally, end-of-image joins the image)",
+            "multimodal",
+            _image_mask_shifted_when_cached,
         ),
         Fault(
             "storage-reallocated-each-step",

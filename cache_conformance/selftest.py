@@ -39,7 +39,7 @@ FORMAT = 1
 
 # The smallest slice of each suite's parameterisation that still shows every fault: float32 has the tightest
 # tolerance and eager attention is available everywhere. A slice narrows the parameterisation, never the code path.
-PROPERTIES = ("equivalence", "overflow", "sliding_window", "memory", "snapshots", "compiled")
+PROPERTIES = ("equivalence", "overflow", "sliding_window", "memory", "snapshots", "compiled", "multimodal")
 SLICES = {prop: ["--device", "cpu", "-k", "float32-cpu-eager"] for prop in PROPERTIES}
 # The compiled suite's checks run without --include-slow on float32 with sdpa only (compilation costs minutes).
 SLICES["compiled"] = ["--device", "cpu", "-k", "float32-cpu-sdpa"]
@@ -54,6 +54,7 @@ SIXTEEN_BIT = {
     "sliding_window": "early-eviction",
     "memory": "hidden-copy",
     "snapshots": "sliding-mask-one-wider",
+    "multimodal": "image-features-rolled-when-cached",
 }
 COMMON_ARGS = ["--hypothesis-profile", "ci"]
 # What a failure message must say for the failure to count as catching the fault: where and how much.
@@ -74,6 +75,11 @@ LOCATIONS = {
     "snapshots": re.compile(
         r"(prefill|decode): \d+ of \d+ elements \([0-9.]+%\) differ beyond .*; max abs diff [0-9.e+-]+ at \[\d+, \d+\]; "
         r"rows \[\d+"
+    ),
+    "multimodal": re.compile(
+        r"(decode step \d+|chunk \d+ of \d+|prefill of \d+ tokens|generate\(\)).*"
+        r"max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+"
+        r"|static-cache: layer \d+: negating (soft token|position) \d+ .*(did not change|changed) the output at"
     ),
     "compiled": re.compile(
         r"compilations grew with the decode steps: \d+ steps compiled \d+ graph.*decode step \d+ .*recompiled; "

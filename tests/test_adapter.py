@@ -17,3 +17,41 @@ def test_supported_releases_pass_and_newer_ones_are_noted(monkeypatch):
     monkeypatch.setattr(adapter, "INSTALLED", Version("9.1.0"))
     assert adapter.release_problem() is None
     assert f"9.1.0 is newer than {adapter.NEWEST_CHECKED}," in adapter.release_note()
+
+
+class RecordingModel:
+    """Stands in for a model: records what forward() was called with."""
+
+    def __call__(self, input_ids, **kwargs):
+        import types
+
+        self.input_ids, self.kwargs = input_ids, kwargs
+        return types.SimpleNamespace(logits=None)
+
+
+def test_token_types_go_from_the_sequence_start_from_4_53_and_per_call_before(monkeypatch):
+    import torch
+
+    from cache_conformance.adapter import multimodal
+
+    token_types = torch.tensor([[0, 1, 1, 0, 0, 1, 1, 0]])
+    model = RecordingModel()
+    monkeypatch.setattr(multimodal, "INSTALLED", Version("4.53.0"))
+    multimodal.forward_with_images(model, torch.ones(1, 4, dtype=torch.long), pixel_values=None,
+                                   token_types=token_types, start=4)
+    assert model.kwargs["token_type_ids"].tolist() == [[0, 1, 1, 0, 0, 1, 1, 0]]
+    monkeypatch.setattr(multimodal, "INSTALLED", Version("4.52.4"))
+    multimodal.forward_with_images(model, torch.ones(1, 4, dtype=torch.long), pixel_values=None,
+                                   token_types=token_types, start=4)
+    assert model.kwargs["token_type_ids"].tolist() == [[0, 1, 1, 0]]
+    multimodal.forward_with_images(model, torch.ones(1, 1, dtype=torch.long), pixel_values=None,
+                                   token_types=token_types[:, :5], start=4)
+    assert model.kwargs["token_type_ids"] is None  # one token: none, as generate() passes after its first step
+
+
+def test_a_cache_is_seen_under_either_name():
+    from cache_conformance.adapter import multimodal
+
+    assert multimodal.cache_given({"past_key_values": object()})
+    assert multimodal.cache_given({adapter.CACHE_KEYWORD: object()})
+    assert not multimodal.cache_given({"past_key_values": None, "use_cache": False})

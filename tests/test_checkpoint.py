@@ -9,10 +9,22 @@ from cache_conformance import checkpoint
 SCRIPT = checkpoint.EMBEDDED.parent / "make_tiny_gemma3.py"
 
 
-def test_the_script_regenerates_the_embedded_checkpoint_byte_for_byte(tmp_path):
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], check=True)
-    for name in ("config.json", "model.safetensors"):
-        assert (tmp_path / name).read_bytes() == (checkpoint.EMBEDDED / name).read_bytes(), name
+def test_the_script_regenerates_the_embedded_checkpoints_byte_for_byte(tmp_path):
+    text, multimodal = tmp_path / "text", tmp_path / "multimodal"
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(text), "--multimodal-out", str(multimodal)], check=True)
+    for written, embedded in ((text, checkpoint.EMBEDDED), (multimodal, checkpoint.MULTIMODAL_EMBEDDED)):
+        for name in ("config.json", "model.safetensors"):
+            assert (written / name).read_bytes() == (embedded / name).read_bytes(), embedded / name
+
+
+def test_the_multimodal_checkpoint_holds_the_text_checkpoints_language_model():
+    from safetensors.torch import load_file
+
+    text = load_file(checkpoint.EMBEDDED / "model.safetensors")
+    multimodal = load_file(checkpoint.MULTIMODAL_EMBEDDED / "model.safetensors")
+    for name, tensor in text.items():
+        assert multimodal["language_model." + name].equal(tensor), name
+    assert any(name.startswith("vision_tower.") for name in multimodal)
 
 
 def test_the_embedded_checkpoint_is_valid():

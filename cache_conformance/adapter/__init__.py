@@ -61,22 +61,23 @@ def release_note() -> str | None:
 def load_model(path, *, dtype: torch.dtype, device: str, attn_implementation: str, **config_overrides):
     """Load a Gemma 3 text checkpoint through the ordinary from_pretrained path, in eval mode; `config_overrides`
     (e.g. sliding_window=3) replace config values, as from_pretrained's keyword arguments do on every release."""
-    model, _ = _from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation, **config_overrides)
+    model, _ = from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation, **config_overrides)
     return model.to(device).eval()
 
 
-def weights_not_loaded(path) -> dict[str, list[str]]:
+def weights_not_loaded(path, auto_class=None) -> dict[str, list[str]]:
     """Parameters from_pretrained could not fill from the checkpoint (it would initialise them at random),
     and checkpoint tensors it did not use: {"missing_keys": [...], ...}, empty lists left out."""
-    _, info = _from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    _, info = from_pretrained(path, dtype=torch.float32, attn_implementation="eager", auto_class=auto_class)
     return {kind: sorted(names) for kind, names in info.items() if kind != "error_msgs" and names}
 
 
-def _from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str, **config_overrides):
+def from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str, auto_class=None, **config_overrides):
+    """(model, loading info) from `auto_class` (default: the causal-LM auto class) on safetensors weights."""
     dtype_keyword = "dtype" if INSTALLED >= DTYPE_KEYWORD else "torch_dtype"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return transformers.AutoModelForCausalLM.from_pretrained(
+        return (auto_class or transformers.AutoModelForCausalLM).from_pretrained(
             path,
             attn_implementation=attn_implementation,
             use_safetensors=True,

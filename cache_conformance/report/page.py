@@ -26,6 +26,7 @@ SUITE_TITLES = {  # the order of the matrix's row groups; a suite not listed her
     "snapshots": "snapshots",
     "snapshot": "snapshots",
     "compiled": "compiled and exported decoding",
+    "multimodal": "the multimodal model (images in the prompt)",
     "deprecations": "deprecations (ordinary calls still work)",
     "checkpoint": "checkpoint",
 }
