@@ -11,6 +11,7 @@ EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-gemma3"
 MULTIMODAL_EMBEDDED = EMBEDDED.parent / "tiny-gemma3-multimodal"
 ENVIRONMENT_VARIABLE = "GEMMA3_CHECKPOINT"
 TEXT_MODEL_TYPES = ("gemma3_text",)
+MULTIMODAL_MODEL_TYPES = ("gemma3",)  # Gemma3ForConditionalGeneration: the text suites run on its language model
 
 
 class CheckpointError(ValueError):
@@ -31,10 +32,11 @@ def validate(path: Path) -> dict:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"checkpoint {path}: cannot read config.json: {error}") from None
-    if config.get("model_type") not in TEXT_MODEL_TYPES:
+    if config.get("model_type") not in (*TEXT_MODEL_TYPES, *MULTIMODAL_MODEL_TYPES):
         raise CheckpointError(
-            f"checkpoint {path}: model_type is {config.get('model_type')!r}; the suites need a Gemma 3 text "
-            f"checkpoint (model_type {' or '.join(TEXT_MODEL_TYPES)}, e.g. gemma-3-1b)"
+            f"checkpoint {path}: model_type is {config.get('model_type')!r}; the suites need a Gemma 3 checkpoint: "
+            f"text (model_type {' or '.join(TEXT_MODEL_TYPES)}, e.g. gemma-3-1b) or multimodal (model_type "
+            f"{' or '.join(MULTIMODAL_MODEL_TYPES)}, e.g. gemma-3-4b)"
         )
     weight_files = sorted(path.glob("*.safetensors"))
     if not weight_files:
@@ -64,6 +66,15 @@ def safetensors_problem(path: Path) -> str | None:
     if 8 + header_length + data_end != size:
         return f"header describes {8 + header_length + data_end} bytes, the file has {size} (truncated or padded)"
     return None
+
+
+def is_multimodal(path: Path) -> bool:
+    return json.loads((path / "config.json").read_text()).get("model_type") in MULTIMODAL_MODEL_TYPES
+
+
+def multimodal_checkpoint(path: Path) -> Path:
+    """The checkpoint the multimodal checks load: `path` when it is multimodal, else the embedded one."""
+    return path if is_multimodal(path) else MULTIMODAL_EMBEDDED
 
 
 def describe(path: Path) -> str:

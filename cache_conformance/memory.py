@@ -120,6 +120,7 @@ def steps_without_new_larger_storage(maps: list[dict], layers: list[int]) -> lis
 
 def position_bytes(config, *, batch_size: int, dtype: torch.dtype) -> int:
     """Bytes of one position's keys and values in one layer."""
+    config = adapter.text_config(config)
     return 2 * batch_size * config.num_key_value_heads * config.head_dim * dtype.itemsize
 
 

@@ -53,8 +53,8 @@ SLOW_DESELECTED_KEY = pytest.StashKey[list]()
 
 def pytest_addoption(parser):
     group = parser.getgroup("cache-conformance")
-    group.addoption("--checkpoint", help=f"Gemma 3 text checkpoint folder (default: ${checkpoint.ENVIRONMENT_VARIABLE} "
-                    "or the embedded tiny checkpoint)")
+    group.addoption("--checkpoint", help=f"Gemma 3 checkpoint folder, text or multimodal (default: "
+                    f"${checkpoint.ENVIRONMENT_VARIABLE} or the embedded tiny checkpoint)")
     group.addoption("--device", action="append", choices=targets.DEVICES,
                     help="run on this device only (repeatable); it must be present. Default: every device present "
                     "(absent ones are named, with the reason, in the header and the results file)")
@@ -397,13 +397,31 @@ def logits_snapshot(snapshot, target, metrics):
 
 @pytest.fixture(scope="session")
 def multimodal_model(target, pytestconfig):
-    """The multimodal checkpoint (Gemma3ForConditionalGeneration) loaded once per target, in eval mode."""
+    """The multimodal checkpoint (Gemma3ForConditionalGeneration) loaded once per target, in eval mode: the
+    --checkpoint when it is multimodal, else the embedded tiny one."""
     return multimodal.load_model(
-        checkpoint.MULTIMODAL_EMBEDDED,
+        checkpoint.multimodal_checkpoint(pytestconfig.stash[CHECKPOINT_KEY]),
         dtype=target.dtype,
         device=target.device,
         attn_implementation=target.attn_implementation,
     )
+
+
+@pytest.fixture(scope="session")
+def multimodal_window(multimodal_model) -> int:
+    return adapter.window(multimodal_model.config)
+
+
+@pytest.fixture
+def multimodal_tokens(request, multimodal_model):
+    """Like `tokens`, drawn for the multimodal model (its vocabulary and device)."""
+    return _tokens(request, multimodal_model, request.config.getoption("seed"))
+
+
+@pytest.fixture
+def multimodal_recorded_tokens(request, multimodal_model):
+    """Like `recorded_tokens`, for the multimodal model."""
+    return _tokens(request, multimodal_model, 0)
 
 
 @pytest.fixture(scope="session")

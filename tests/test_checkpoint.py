@@ -78,3 +78,21 @@ def test_a_weight_missing_from_the_checkpoint_is_reported(copy):
     save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
     assert adapter.weights_not_loaded(copy) == {"missing_keys": ["model.layers.3.self_attn.k_norm.weight"]}
     assert adapter.weights_not_loaded(checkpoint.EMBEDDED) == {}
+
+
+def test_a_multimodal_checkpoint_is_accepted_and_drives_the_image_checks():
+    assert checkpoint.validate(checkpoint.MULTIMODAL_EMBEDDED)["model_type"] == "gemma3"
+    assert checkpoint.multimodal_checkpoint(checkpoint.MULTIMODAL_EMBEDDED) == checkpoint.MULTIMODAL_EMBEDDED
+    # With a text checkpoint the image checks run on the embedded multimodal one.
+    assert checkpoint.multimodal_checkpoint(checkpoint.EMBEDDED) == checkpoint.MULTIMODAL_EMBEDDED
+
+
+def test_text_config_overrides_reach_a_multimodal_checkpoints_language_model():
+    import torch
+
+    from cache_conformance import adapter
+
+    model = adapter.load_model(checkpoint.MULTIMODAL_EMBEDDED, dtype=torch.float32, device="cpu",
+                               attn_implementation="eager", sliding_window=3)
+    assert type(model).__name__ == "Gemma3ForConditionalGeneration"
+    assert adapter.window(model.config) == 3

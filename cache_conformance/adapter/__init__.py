@@ -58,10 +58,17 @@ def release_note() -> str | None:
     return None
 
 
-def load_model(path, *, dtype: torch.dtype, device: str, attn_implementation: str, **config_overrides):
-    """Load a Gemma 3 text checkpoint through the ordinary from_pretrained path, in eval mode; `config_overrides`
-    (e.g. sliding_window=3) replace config values, as from_pretrained's keyword arguments do on every release."""
-    model, _ = from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation, **config_overrides)
+def load_model(path, *, dtype: torch.dtype, device: str, attn_implementation: str, **text_config_overrides):
+    """Load a Gemma 3 checkpoint through the ordinary from_pretrained path of the causal-LM auto class, in eval
+    mode. A text checkpoint gives Gemma3ForCausalLM; a multimodal one gives Gemma3ForConditionalGeneration (every
+    release 4.50-5.24), which the text suites drive with text alone. `text_config_overrides` (e.g. sliding_window=3)
+    replace values of the language model's config, which is the config itself for a text checkpoint."""
+    config = None
+    if text_config_overrides:
+        config = transformers.AutoConfig.from_pretrained(path)
+        for name, value in text_config_overrides.items():
+            setattr(text_config(config), name, value)
+    model, _ = from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation, config=config)
     return model.to(device).eval()
 
 
@@ -72,8 +79,9 @@ def weights_not_loaded(path, auto_class=None) -> dict[str, list[str]]:
     return {kind: sorted(names) for kind, names in info.items() if kind != "error_msgs" and names}
 
 
-def from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str, auto_class=None, **config_overrides):
-    """(model, loading info) from `auto_class` (default: the causal-LM auto class) on safetensors weights."""
+def from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str, auto_class=None, **options):
+    """(model, loading info) from `auto_class` (default: the causal-LM auto class) on safetensors weights;
+    `options` go to from_pretrained (e.g. config=)."""
     dtype_keyword = "dtype" if INSTALLED >= DTYPE_KEYWORD else "torch_dtype"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -83,7 +91,7 @@ def from_pretrained(path, *, dtype: torch.dtype, attn_implementation: str, auto_
             use_safetensors=True,
             output_loading_info=True,
             **{dtype_keyword: dtype},
-            **config_overrides,
+            **options,
         )
 
 

@@ -10,7 +10,7 @@ import torch
 import transformers
 from packaging.version import Version
 
-from cache_conformance.adapter import INSTALLED, _greedy_generate, own_static_cache_implementation
+from cache_conformance.adapter import INSTALLED, _greedy_generate, own_static_cache_implementation, text_config
 
 # 4.50-4.51 export only through TorchExportableModuleWithStaticCache, which reads batch size and capacity from the
 # generation config; 4.52 added TorchExportableModuleForDecoderOnlyLM (a hybrid cache where the config has sliding
@@ -69,7 +69,7 @@ class ExportedDecoder:
 def export_decoder(model, *, capacity: int) -> ExportedDecoder:
     """Export `model` for batch 1 and `capacity` positions with the release's own recipe (strict torch.export, as
     every recipe defaults to). The model's generation config is left as it was."""
-    example = torch.tensor([[model.config.bos_token_id]], dtype=torch.long, device=model.device)
+    example = torch.tensor([[text_config(model.config).bos_token_id]], dtype=torch.long, device=model.device)
     example_position = torch.tensor([0], dtype=torch.long, device=model.device)
     from transformers.integrations import executorch
 
