@@ -86,6 +86,7 @@ def oracle_pass(model, input_ids, *, attention_mask=None, position_ids=None, ima
     recomputation a cached run is compared with. `images`: the sequence's images (multimodal model)."""
     captured: dict[int, dict[str, torch.Tensor]] = {}
     handles = []
+    kv_heads = adapter.text_config(model.config).num_key_value_heads
     for module in _attention_modules(model):
         slot = captured.setdefault(module.layer_idx, {})
 
@@ -95,7 +96,7 @@ def oracle_pass(model, input_ids, *, attention_mask=None, position_ids=None, ima
         def take_normed_keys(_module, _args, output, slot=slot):
             slot["keys"] = output
 
-        def take_values(_module, _args, output, slot=slot, heads=adapter.text_config(model.config).num_key_value_heads):
+        def take_values(_module, _args, output, slot=slot, heads=kv_heads):
             batch, seq, _ = output.shape
             slot["values"] = output.view(batch, seq, heads, -1).transpose(1, 2)
 

@@ -8,7 +8,6 @@ position inside one layer and grade which outputs move, on each path.
 """
 
 import pytest
-import torch
 
 from cache_conformance import adapter, checkpoint, images, memory, overflow
 from cache_conformance.decoding import (
@@ -49,11 +48,13 @@ def image_at(model, window):
     }
 
 
+# image_at's scenarios by name (parametrize needs them before a model is loaded).
 SCENARIOS = ("image-inside-window", "image-straddling-window-boundary", "prompt-longer-than-window", "two-images")
 
 
-def image_prompt(model, tokens, starts: list[int], length: int, row: int = 0, batch: int = 1):
-    return place_images(model, tokens(batch, length), [(row, start) for start in starts], seed=IMAGE_SEED)
+def image_prompt(model, tokens, starts: list[int], length: int):
+    """One row of `length` tokens with an image at each of `starts` (positions of begin-of-image)."""
+    return place_images(model, tokens(1, length), [(0, start) for start in starts], seed=IMAGE_SEED)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -87,9 +88,7 @@ def test_multimodal_second_turn_with_a_second_image(multimodal_model, window, to
     """A conversation continued on the cache that holds its first turn (an image, then text), with a second
     image in the new turn, then decoding; every call against recomputation over both turns."""
     first_turn, second_turn, steps = window - 1, window + 2, 3
-    length = images.image_length(multimodal_model)
     prompt, placed = image_prompt(multimodal_model, tokens, [1, first_turn + 2], first_turn + second_turn + steps)
-    assert length + 2 <= second_turn
     cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=prompt.shape[1])
     chunks_against_recomputation(multimodal_model, cache, prompt, [first_turn, second_turn, *[1] * steps], compare,
                                  images=placed)
@@ -221,10 +220,13 @@ def test_multimodal_overflow_with_an_image_raises(multimodal_model, window, toke
     capacity = length if scenario.startswith("prefill") else length + 1
     cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=capacity)
     if scenario.startswith("prefill"):
-        overflowing = lambda: call(multimodal_model, prompt, images=placed, cache=cache)  # noqa: E731
+        def overflowing():  # the whole prompt: one position more than the cache holds
+            call(multimodal_model, prompt, images=placed, cache=cache)
     else:
-        call(multimodal_model, prompt, images=placed, cache=cache)
-        overflowing = lambda: adapter.forward(multimodal_model, prompt[:, -1:], cache=cache, start=capacity)  # noqa: E731
+        call(multimodal_model, prompt, images=placed, cache=cache)  # fills the cache
+
+        def overflowing():  # one token more
+            adapter.forward(multimodal_model, prompt[:, -1:], cache=cache, start=capacity)
     result = overflow.attempt(overflowing, lambda: overflow.cache_state(cache))
     metrics.update(capacity=capacity, exception=overflow.describe(result.error)[:500])
     failure = overflow.raise_failure(result)
