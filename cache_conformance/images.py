@@ -39,9 +39,14 @@ class Images:
         """What a call over positions start..end-1 passes besides its token ids: the pixel values of the images
         inside it (None when there are none) and the token types from position 0 to `end` (decoded tokens are
         text)."""
-        inside = [i for i, image in enumerate(self.placed) if start <= image.first and image.last < end]
-        cut = [image for image in self.placed if image.first < end and image.last >= start and not (start <= image.first and image.last < end)]
-        assert not cut, f"positions {start}..{end - 1} cut an image ({cut[0]}): a call must take an image whole"
+        inside = []
+        for index, image in enumerate(self.placed):
+            if start <= image.first and image.last < end:
+                inside.append(index)
+            else:
+                assert image.last < start or image.first >= end, (
+                    f"positions {start}..{end - 1} cut an image ({image}): a call must take an image whole"
+                )
         batch, length = self.token_types.shape
         token_types = self.token_types[:, :end]
         if end > length:
@@ -49,7 +54,8 @@ class Images:
         return {"pixel_values": self.pixel_values[inside] if inside else None, "token_types": token_types}
 
 
-def place_images(model, prompt: torch.Tensor, placements: list[tuple[int, int]], *, seed: int) -> tuple[torch.Tensor, Images]:
+def place_images(model, prompt: torch.Tensor, placements: list[tuple[int, int]], *,
+                 seed: int) -> tuple[torch.Tensor, Images]:
     """`prompt` (batch, length) with an image at each (row, position of its begin-of-image token), and those images.
     The images' tokens overwrite the prompt's there."""
     begin, soft, end, count = multimodal.image_tokens(model.config)

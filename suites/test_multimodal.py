@@ -117,7 +117,8 @@ def test_multimodal_sliding_window_contents_with_image_tokens(multimodal_model, 
     cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=sequence.shape[1])
     follower = follow(multimodal_model, cache, sequence, static_windows(multimodal_model, window), images=placed)
     call(multimodal_model, sequence[:, :length], images=placed, cache=cache)
-    follower.fed(length, where=f"prefill of {length} tokens with an image at {placed.placed[0].first}..{placed.placed[0].last}")
+    image = placed.placed[0]
+    follower.fed(length, where=f"prefill of {length} tokens with an image at {image.first}..{image.last}")
     for position in range(length, sequence.shape[1]):
         call(multimodal_model, sequence[:, position : position + 1], images=placed, cache=cache, start=position)
         follower.fed(1, where=f"decode step {position - length + 1} (position {position})")
@@ -137,6 +138,12 @@ def perturbation_run(model, prompt, placed, path: str):
                         cache=adapter.make_static_cache(model, batch_size=1, capacity=capacity))
 
 
+def flat(by_layer: dict[int, dict[int, float]]) -> dict[str, float]:
+    """Changes by layer and position as one flat dict for the results file."""
+    return {f"layer {layer} position {position}": change
+            for layer, by_position in by_layer.items() for position, change in by_position.items()}
+
+
 def changes_at(model, prompt, placed, path, query, perturbed):
     return attention_output_changes(model, perturbation_run(model, prompt, placed, path), query=query,
                                     perturbed=perturbed)
@@ -148,7 +155,7 @@ def test_image_tokens_see_each_other_both_ways(multimodal_model, window, tokens,
     prompt, placed = image_prompt(multimodal_model, tokens, [2], window)
     image = placed.placed[0]
     by_layer = changes_at(multimodal_model, prompt, placed, path, image.first, image.soft_tokens[1:])
-    metrics["first_soft_token_change"] = {f"layer {l} position {p}": c for l, by in by_layer.items() for p, c in by.items()}
+    metrics["first_soft_token_change"] = flat(by_layer)
     for layer, by_position in by_layer.items():
         for position, change in by_position.items():
             assert change > 0, (
@@ -191,7 +198,7 @@ def test_sliding_layers_bound_an_image_tokens_view(multimodal_model, window, tok
     inside, outside = query - (window - 1), query - window
     by_layer = changes_at(multimodal_model, prompt, placed, path, query, [inside, outside])
     sliding = adapter.sliding_layers(multimodal_model.config)
-    metrics["changes"] = {f"layer {l} position {p}": c for l, by in by_layer.items() for p, c in by.items()}
+    metrics["changes"] = flat(by_layer)
     for layer, by_position in by_layer.items():
         kind = "sliding" if sliding[layer] else "full-attention"
         what = f"{path}: layer {layer} ({kind}, W={window}): at the image's first soft token {query}, negating"
@@ -251,7 +258,8 @@ def test_multimodal_memory_stays_put_while_decoding_after_an_image(multimodal_mo
     with located("the control, decoding after an image into a dynamic cache,"):
         dynamic = storage_after_each_step(adapter.make_dynamic_cache(multimodal_model))
     metrics["static_cache_bytes"] = [sum(s.nbytes for s in m.values()) for m in static]
-    full_layers = [layer for layer, sliding in enumerate(adapter.sliding_layers(multimodal_model.config)) if not sliding]
+    sliding = adapter.sliding_layers(multimodal_model.config)
+    full_layers = [layer for layer, is_sliding in enumerate(sliding) if not is_sliding]
     unseen = memory.steps_without_new_larger_storage(dynamic, full_layers)
     assert not unseen, (
         f"INVALID (not a pass): the storage probe did not see the dynamic cache's full layers {full_layers} move to "
