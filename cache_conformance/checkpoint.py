@@ -78,6 +78,12 @@ def multimodal_checkpoint(path: Path) -> Path:
 
 
 def describe(path: Path) -> str:
-    label = "embedded tiny Gemma 3" if path == EMBEDDED else "local checkpoint"
+    """The checkpoint for the run header and results file, and the one the image checks load when it differs."""
+    multimodal = multimodal_checkpoint(path)
+    return _described(path) + ("" if multimodal == path else f"; image checks on {_described(multimodal)}")
+
+
+def _described(path: Path) -> str:
+    labels = {EMBEDDED: "embedded tiny Gemma 3", MULTIMODAL_EMBEDDED: "embedded tiny multimodal Gemma 3"}
     digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:12]
-    return f"{path} ({label}, config sha256 {digest})"
+    return f"{path} ({labels.get(path, 'local checkpoint')}, config sha256 {digest})"

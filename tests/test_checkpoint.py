@@ -96,3 +96,10 @@ def test_text_config_overrides_reach_a_multimodal_checkpoints_language_model():
                                attn_implementation="eager", sliding_window=3)
     assert type(model).__name__ == "Gemma3ForConditionalGeneration"
     assert adapter.window(model.config) == 3
+
+
+def test_the_run_header_names_the_checkpoint_the_image_checks_load():
+    text = checkpoint.describe(checkpoint.EMBEDDED)
+    assert text.startswith(f"{checkpoint.EMBEDDED} (embedded tiny Gemma 3, config sha256 ")
+    assert f"; image checks on {checkpoint.MULTIMODAL_EMBEDDED} (embedded tiny multimodal Gemma 3" in text
+    assert "image checks" not in checkpoint.describe(checkpoint.MULTIMODAL_EMBEDDED)
