@@ -25,7 +25,8 @@ DECODE_STEPS = 20
 
 
 @pytest.fixture(autouse=True)
-def embedded_checkpoint_only(checkpoint_path):
+def embedded_checkpoint_only(checkpoint_path, snapshot):
+    # Through syrupy's `snapshot` fixture: a test skipped after it keeps its snapshot (not reported as unused).
     if checkpoint_path != checkpoint.EMBEDDED:
         pytest.skip("reference logits are recorded for the embedded checkpoint only")
 

@@ -182,3 +182,13 @@ def test_under_xdist_the_controller_learns_what_its_workers_deselected_as_slow(r
     assert [t["params"]["attn"] for t in results["tests"]] == ["sdpa"]
     assert results["run_info"]["slow_deselected"] == 11, results["run_info"]
     assert "11 slow checks deselected" in output
+
+
+def test_with_another_checkpoint_the_skipped_snapshots_are_kept_not_unused(run_suites):
+    """The text snapshots skip for a checkpoint other than the embedded one; syrupy must count them as skipped (it
+    fails a run whose snapshots are unused), so a run on a user's multimodal checkpoint stays green."""
+    code, output, results = run_suites("suites/test_snapshots.py", "-k", "float32-cpu-eager",
+                                       "--checkpoint=fixtures/tiny-gemma3-multimodal")
+    assert code == 0, output
+    assert "unused" not in output
+    assert [t["outcome"] for t in results["tests"]] == ["skipped"] * 3
