@@ -25,8 +25,7 @@ DECODE_STEPS = 20
 
 
 @pytest.fixture(autouse=True)
-def embedded_checkpoint_only(checkpoint_path, snapshot):
-    # Through syrupy's `snapshot` fixture: a test skipped after it keeps its snapshot (not reported as unused).
+def embedded_checkpoint_only(checkpoint_path):
     if checkpoint_path != checkpoint.EMBEDDED:
         pytest.skip("reference logits are recorded for the embedded checkpoint only")
 

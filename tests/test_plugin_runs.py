@@ -184,11 +184,14 @@ def test_under_xdist_the_controller_learns_what_its_workers_deselected_as_slow(r
     assert "11 slow checks deselected" in output
 
 
-def test_with_another_checkpoint_the_skipped_snapshots_are_kept_not_unused(run_suites):
-    """The text snapshots skip for a checkpoint other than the embedded one; syrupy must count them as skipped (it
-    fails a run whose snapshots are unused), so a run on a user's multimodal checkpoint stays green."""
-    code, output, results = run_suites("suites/test_snapshots.py", "-k", "float32-cpu-eager",
-                                       "--checkpoint=fixtures/tiny-gemma3-multimodal")
-    assert code == 0, output
-    assert "unused" not in output
-    assert [t["outcome"] for t in results["tests"]] == ["skipped"] * 3
+def test_with_another_checkpoint_unused_snapshots_do_not_fail_the_run(run_suites):
+    """With a checkpoint other than the embedded one the text snapshots skip, and syrupy reported them as unused
+    and failed the run when the multimodal suite's snapshot was used in the same session (every path collected,
+    as in the default run; reproduced on 5.24 with syrupy 7.0)."""
+    heavy = ["test_compiled", "test_equivalence", "test_sliding_window", "test_memory", "test_overflow",
+             "test_deprecations"]
+    code, output, results = run_suites("--checkpoint=fixtures/tiny-gemma3-multimodal",
+                                       *[f"--ignore=suites/{name}.py" for name in heavy], workers=2)
+    assert code == 0, output[-3000:]
+    skipped = {t["id"] for t in results["tests"] if t["outcome"] == "skipped"}
+    assert len(skipped) == 18 and all("test_snapshots.py" in test for test in skipped)
