@@ -18,10 +18,18 @@ def add_count(x, holder):
     return x + holder.count
 
 
-def test_compilations_are_counted_and_a_recompilation_raises_with_the_guard_that_failed():
+@pytest.fixture
+def compiled_once():
+    """`add_count` freshly compiled by dynamo with static shapes and called once with Holder(0); and the counts
+    taken before that call."""
     compiled = compilation.fresh_compilation(add_count, backend="eager", fullgraph=True, dynamic=False)
     start = compilation.counts()
     compiled(torch.ones(2), Holder(0))
+    return compiled, start
+
+
+def test_compilations_are_counted_and_a_recompilation_raises_with_the_guard_that_failed(compiled_once):
+    compiled, start = compiled_once
     compiled(torch.ones(2), Holder(0))
     assert compilation.counts().since(start).graphs == 1
     with compilation.recompilation_raises(), pytest.raises(Exception) as raised:
@@ -32,10 +40,8 @@ def test_compilations_are_counted_and_a_recompilation_raises_with_the_guard_that
     assert compilation.counts().since(start).graphs == 1  # it raised instead of compiling again
 
 
-def test_without_the_block_the_same_call_compiles_again():
-    compiled = compilation.fresh_compilation(add_count, backend="eager", fullgraph=True, dynamic=False)
-    start = compilation.counts()
-    compiled(torch.ones(2), Holder(0))
+def test_without_the_block_the_same_call_compiles_again(compiled_once):
+    compiled, start = compiled_once
     compiled(torch.ones(2), Holder(1))
     assert compilation.counts().since(start).graphs == 2
 
