@@ -88,6 +88,15 @@ def storage_map(cache) -> dict[tuple[int, str], Storage]:
     return storages
 
 
+def storage_after_each_step(model, cache, sequence: torch.Tensor, *, prompt_length: int | None = None,
+                            images=None) -> list[dict[tuple[int, str], Storage]]:
+    """The cache's storage map after prefill and after each decode step of `decode`."""
+    maps = []
+    decode(model, cache, sequence, lambda step: maps.append(storage_map(cache)), prompt_length=prompt_length,
+           images=images)
+    return maps
+
+
 def storage_changes(before: dict, after: dict) -> dict[tuple[int, str], str]:
     """For each tensor whose storage moved or changed size, a sentence saying how."""
     changes = {}

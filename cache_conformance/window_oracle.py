@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from cache_conformance import adapter
-from cache_conformance.decoding import call, positions_from_mask
+from cache_conformance.decoding import call, positions_from_mask, without_padding
 
 UNUSED = None  # a slot that holds no position: it must be all zeros
 
@@ -231,6 +231,32 @@ class CacheFollower:
                 f"{where}: layer {layer} (sliding), batch {row}: holds real positions {_span(held)} but its last "
                 f"{len(needed)} real tokens are positions {_span(needed)}: padding took window slots from real tokens"
             )
+
+
+def feed_chunks(model, follower: CacheFollower, sequence, sizes, *, attention_mask=None, label="chunk",
+                compare=None, images=None) -> None:
+    """Feed `sequence` (with its `images`, if any) through the follower's cache in chunks of `sizes`, checking every
+    layer after each and, given `compare`, each chunk's logits against recomputation. With label "decode" the
+    first chunk is the prefill and each later one a decode step."""
+    positions = positions_from_mask(attention_mask)
+    reference = without_padding(follower.recomputed_logits, attention_mask) if compare else None
+    start = 0
+    for number, size in enumerate(sizes, start=1):
+        end = start + size
+        logits = call(
+            model, sequence[:, start:end], images=images, cache=follower.cache, start=start,
+            attention_mask=attention_mask[:, :end] if attention_mask is not None else None,
+            position_ids=positions[:, start:end] if positions is not None else None,
+        )
+        if label == "decode":
+            step = "prefill" if number == 1 else f"decode step {number - 1}"
+        else:
+            step = f"{label} {number} of {len(sizes)} (sizes {list(sizes)})"
+        where = f"{step} (positions {start}..{end - 1}, {end} tokens seen)"
+        follower.fed(size, where=where)
+        if compare:
+            compare.logits_close(logits, reference[:, start:end], where=where, positions=list(range(start, end)))
+        start = end
 
 
 def static_windows(model, window: int) -> list[Window]:

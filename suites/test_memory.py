@@ -45,21 +45,14 @@ def held_bytes(target):
     return functools.partial(memory.held_bytes, target.device)
 
 
-def storage_after_each_step(model, cache, sequence):
-    """The cache's storage map after prefill and after each decode step."""
-    maps = []
-    memory.decode(model, cache, sequence, lambda step: maps.append(memory.storage_map(cache)))
-    return maps
-
-
 def test_memory_static_cache_storage_stays_put(model, window, tokens, metrics):
     """After prefill every cached tensor keeps its storage address and byte size through every decode step up to
     capacity; sliding layers hold min(W, L) positions, full layers L, in all the bytes the config calls for."""
     capacity = memory.capacity_for(window)
     sequence = tokens(memory.BATCH, capacity)
-    static = storage_after_each_step(model, adapter.make_static_cache(model, batch_size=memory.BATCH, capacity=capacity),
+    static = memory.storage_after_each_step(model, adapter.make_static_cache(model, batch_size=memory.BATCH, capacity=capacity),
                                      sequence)
-    dynamic = storage_after_each_step(model, adapter.make_dynamic_cache(model), sequence)
+    dynamic = memory.storage_after_each_step(model, adapter.make_dynamic_cache(model), sequence)
     measured = sum(s.nbytes for s in static[0].values())
     from_config = memory.static_cache_bytes_from_config(model.config, batch_size=memory.BATCH, capacity=capacity,
                                                         dtype=model.dtype)

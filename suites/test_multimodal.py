@@ -20,7 +20,7 @@ from cache_conformance.decoding import (
 )
 from cache_conformance.images import place_images
 from cache_conformance.snapshots import SnapshotFileError, recorded, reference_run
-from cache_conformance.window_oracle import attention_output_changes, follow, static_windows
+from cache_conformance.window_oracle import attention_output_changes, feed_chunks, follow, static_windows
 
 IMAGE_SEED = 1234  # pixel values; the tokens around the images come from the `tokens` fixture
 
@@ -116,12 +116,7 @@ def test_multimodal_sliding_window_contents_with_image_tokens(multimodal_model, 
     sequence, placed = image_prompt(multimodal_model, tokens, starts, length + steps)
     cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=sequence.shape[1])
     follower = follow(multimodal_model, cache, sequence, static_windows(multimodal_model, window), images=placed)
-    call(multimodal_model, sequence[:, :length], images=placed, cache=cache)
-    image = placed.placed[0]
-    follower.fed(length, where=f"prefill of {length} tokens with an image at {image.first}..{image.last}")
-    for position in range(length, sequence.shape[1]):
-        call(multimodal_model, sequence[:, position : position + 1], images=placed, cache=cache, start=position)
-        follower.fed(1, where=f"decode step {position - length + 1} (position {position})")
+    feed_chunks(multimodal_model, follower, sequence, [length, *[1] * steps], label="decode", images=placed)
 
 
 # ---- what each position sees ----
@@ -248,10 +243,7 @@ def test_multimodal_memory_stays_put_while_decoding_after_an_image(multimodal_mo
     sequence, placed = image_prompt(multimodal_model, tokens, starts, capacity)
 
     def storage_after_each_step(cache):
-        maps = []
-        memory.decode(multimodal_model, cache, sequence, lambda step: maps.append(memory.storage_map(cache)),
-                      prompt_length=length, images=placed)
-        return maps
+        return memory.storage_after_each_step(multimodal_model, cache, sequence, prompt_length=length, images=placed)
 
     with located("decoding after an image into the static cache"):
         static = storage_after_each_step(adapter.make_static_cache(multimodal_model, batch_size=1, capacity=capacity))

@@ -16,39 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_conformance import adapter
-from cache_conformance.decoding import left_padded, positions_from_mask, random_tokens, without_padding
+from cache_conformance.decoding import left_padded, random_tokens
 from cache_conformance.window_oracle import (
-    CacheFollower,
     Window,
     attention_output_changes,
+    feed_chunks,
     follow,
     static_windows,
 )
-
-
-def feed_chunks(model, follower: CacheFollower, sequence, sizes, *, attention_mask=None, label="chunk",
-                compare=None) -> None:
-    """Feed `sequence` through the follower's cache in chunks of `sizes`, checking every layer after each and,
-    given `compare`, each chunk's logits against recomputation."""
-    positions = positions_from_mask(attention_mask)
-    reference = without_padding(follower.recomputed_logits, attention_mask) if compare else None
-    start = 0
-    for number, size in enumerate(sizes, start=1):
-        end = start + size
-        logits = adapter.forward(
-            model, sequence[:, start:end], cache=follower.cache, start=start,
-            attention_mask=attention_mask[:, :end] if attention_mask is not None else None,
-            position_ids=positions[:, start:end] if positions is not None else None,
-        )
-        if label == "decode":
-            call = "prefill" if number == 1 else f"decode step {number - 1}"
-        else:
-            call = f"{label} {number} of {len(sizes)} (sizes {list(sizes)})"
-        where = f"{call} (positions {start}..{end - 1}, {end} tokens seen)"
-        follower.fed(size, where=where)
-        if compare:
-            compare.logits_close(logits, reference[:, start:end], where=where, positions=list(range(start, end)))
-        start = end
 
 
 def decode_schedule(prompt_length: int, steps: int) -> list[int]:
