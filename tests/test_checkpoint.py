@@ -10,9 +10,11 @@ SCRIPT = checkpoint.EMBEDDED.parent / "make_tiny_gemma3.py"
 
 
 def test_the_script_regenerates_the_embedded_checkpoints_byte_for_byte(tmp_path):
-    text, multimodal = tmp_path / "text", tmp_path / "multimodal"
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(text), "--multimodal-out", str(multimodal)], check=True)
-    for written, embedded in ((text, checkpoint.EMBEDDED), (multimodal, checkpoint.MULTIMODAL_EMBEDDED)):
+    text, multimodal, draft = tmp_path / "text", tmp_path / "multimodal", tmp_path / "draft"
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(text), "--multimodal-out", str(multimodal),
+                    "--draft-out", str(draft)], check=True)
+    for written, embedded in ((text, checkpoint.EMBEDDED), (multimodal, checkpoint.MULTIMODAL_EMBEDDED),
+                              (draft, checkpoint.DRAFT_EMBEDDED)):
         for name in ("config.json", "model.safetensors"):
             assert (written / name).read_bytes() == (embedded / name).read_bytes(), embedded / name
 
