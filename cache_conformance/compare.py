@@ -65,3 +65,26 @@ class Comparison:
                 f"{where}: greedy token at position {positions[j]} (batch {b}) is {int(tokens[b, j])}, "
                 f"recomputation without cache gives {int(expected[b, j])}"
             )
+
+    def chosen_tokens_are_greedy(self, tokens: torch.Tensor, reference_logits: torch.Tensor, *, where: str,
+                                 positions) -> None:
+        """Tokens chosen without the logits at hand (continuous batching returns tokens only) are greedy choices
+        of the recomputed logits: the argmax where the tolerance demands identical tokens, else a token whose
+        recomputed logit is within the tolerance of the largest (a near-tie the dtype may break either way)."""
+        self.compared += 1
+        if self.tolerance.greedy_tokens_identical:
+            self.greedy_tokens_match(tokens, reference_logits, where=where, positions=positions)
+            return
+        reference = reference_logits.double()
+        best = reference.max(-1).values
+        chosen = reference.gather(-1, tokens[..., None]).squeeze(-1)
+        short = best - chosen
+        allowed = self.tolerance.atol + self.tolerance.rtol * best.abs()
+        bad = short > allowed
+        if bad.any():
+            b, j = (int(i) for i in torch.nonzero(bad)[0])
+            raise AssertionError(
+                f"{where}: token {int(tokens[b, j])} at position {positions[j]} (batch {b}) has recomputed logit "
+                f"{float(chosen[b, j]):.5g}, {float(short[b, j]):.3g} below the greedy choice "
+                f"{int(reference[b, j].argmax())} ({float(best[b, j]):.5g}; tolerance {self.tolerance.describe()})"
+            )

@@ -132,16 +132,18 @@ def compare_in_order(calls, reference, compare: Comparison, raised: AssertionErr
 
 
 def chunks_against_recomputation(model, cache, sequence, chunk_sizes, compare: Comparison, *,
-                                 continue_with=None, images=None) -> None:
+                                 continue_with=None, images=None, cached: int = 0, label: str = "") -> None:
     """Feed `sequence` into `cache` in chunks of `chunk_sizes`, comparing each chunk's logits; `continue_with`
     (e.g. the model compiled) runs every chunk after the first in `model`'s place; `images`: the sequence's images,
-    each passed with the chunk that holds it."""
-    assert sum(chunk_sizes) == sequence.shape[1], "chunk sizes must cover the sequence"
+    each passed with the chunk that holds it. `cached`: the cache already holds the first `cached` tokens of
+    `sequence` (the chunks cover the rest)."""
+    assert cached + sum(chunk_sizes) == sequence.shape[1], "chunk sizes must cover the sequence"
     reference = recompute(model, sequence, images=images)
-    start = 0
+    label = f"{label}: " if label else ""
+    start = cached
     for number, size in enumerate(chunk_sizes, start=1):
         end = start + size
-        where = f"chunk {number} of {len(chunk_sizes)} (sizes {list(chunk_sizes)}, positions {start}..{end - 1})"
+        where = f"{label}chunk {number} of {len(chunk_sizes)} (sizes {list(chunk_sizes)}, positions {start}..{end - 1})"
         with located(where):
             runner = continue_with if continue_with is not None and number > 1 else model
             logits = call(runner, sequence[:, start:end], images=images, cache=cache, start=start)

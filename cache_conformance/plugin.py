@@ -412,6 +412,20 @@ def multimodal_model(target, pytestconfig):
 
 
 @pytest.fixture(scope="session")
+def draft_model(target, model):
+    """The embedded draft model of assisted decoding (the embedded text model's first sliding and full layer) in
+    the target's dtype and device; skips when the checkpoint's vocabulary is not the draft's (a draft proposes token
+    ids, so it must share the vocabulary)."""
+    draft = adapter.load_model(checkpoint.DRAFT_EMBEDDED, dtype=target.dtype, device=target.device,
+                               attn_implementation=target.attn_implementation)
+    vocabulary, draft_vocabulary = (adapter.text_config(m.config).vocab_size for m in (model, draft))
+    if vocabulary != draft_vocabulary:
+        pytest.skip(f"assisted decoding needs a draft model with the checkpoint's vocabulary ({vocabulary} tokens); "
+                    f"the embedded draft has {draft_vocabulary}")
+    return draft
+
+
+@pytest.fixture(scope="session")
 def multimodal_window(multimodal_model) -> int:
     return adapter.window(multimodal_model.config)
 

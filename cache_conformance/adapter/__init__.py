@@ -3,7 +3,8 @@
 Suites call these functions and never look at the version themselves. Each rule names the first release it
 applies to; the rules were checked by running the suites on every minor release 4.50-5.24 (README, "Expectations").
 This module holds loading, the caches, forward and generate(); each further usage path has its own module in this
-package (`compiled`: torch.compile and torch.export; `multimodal`: Gemma3ForConditionalGeneration and images).
+package (`compiled`: torch.compile and torch.export; `multimodal`: Gemma3ForConditionalGeneration and images;
+`generation`: assisted, prompt-lookup and beam decoding, crop(), continuous batching).
 Config reads go through the text config (`config.get_text_config()`, the config itself for the text model), so
 the cache helpers serve the multimodal model's language model too.
 """
@@ -250,15 +251,21 @@ def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, 
                                cache_keyword: str | None = None, **model_inputs):
     """Greedy generate() into a user-supplied static cache, passed under `cache_keyword` (default: the release's
     own name); returns (sequences, logits of each new step). `model_inputs` (e.g. pixel values) go to generate()."""
-    cache_arguments = {cache_keyword or CACHE_KEYWORD: cache, **model_inputs}
+    cache_arguments = user_cache_arguments(model, cache, cache_keyword) | model_inputs
+    return _greedy_generate(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
+
+
+def user_cache_arguments(model, cache, cache_keyword: str | None = None) -> dict:
+    """The generate() arguments that pass a user's own cache, under `cache_keyword` (default: the release's name)."""
+    arguments = {cache_keyword or CACHE_KEYWORD: cache}
     if INSTALLED < STATIC_CACHE_WITH_SLIDING_LAYERS:
         # Gemma 3's config sets cache_implementation="hybrid" and generate() refuses a user cache while it is set
         # ("Passing both `cache_implementation` ... and `past_key_values`"); a generation config without it, used
         # as given rather than refilled from the model's defaults, is how a user passes their own cache.
         generation_config = copy.deepcopy(model.generation_config)
         generation_config.cache_implementation = None
-        cache_arguments |= {"generation_config": generation_config, "use_model_defaults": False}
-    return _greedy_generate(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
+        arguments |= {"generation_config": generation_config, "use_model_defaults": False}
+    return arguments
 
 
 def generate_with_default_cache(model, input_ids, *, max_new_tokens: int, cache_keyword: str | None = None):
@@ -274,16 +281,22 @@ def _greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None,
     return output.sequences, torch.stack(output.logits, dim=1)
 
 
-@torch.no_grad()
 def _greedy_generate_output(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
+    return generate_without_sampling(model, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
+                                     min_new_tokens=max_new_tokens, **cache_arguments)
+
+
+@torch.no_grad()
+def generate_without_sampling(model, input_ids, *, max_new_tokens: int, attention_mask=None, **arguments):
+    """generate() without sampling (greedy, or beam search with num_beams=), returning its whole output: the
+    sequences and the raw logits of each step. `arguments` go to generate() as they are."""
     return model.generate(
         input_ids,
         attention_mask=attention_mask if attention_mask is not None else torch.ones_like(input_ids),
         max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens,
         do_sample=False,
         return_dict_in_generate=True,
         output_logits=True,
         pad_token_id=text_config(model.config).pad_token_id,
-        **cache_arguments,
+        **arguments,
     )

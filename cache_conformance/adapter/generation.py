@@ -1,0 +1,139 @@
+"""Release differences of the generation strategies that rewind, reorder or page the cache: assisted and
+prompt-lookup decoding, beam search, crop(), and continuous batching (generate_batch).
+
+Checked by running the generation-strategies suite on every minor release 4.50-5.24 (README, "Generation
+strategies"). What a release does with a strategy (works, refuses, crashes) is the suite's finding, not a rule here:
+these functions call each strategy the same way on every release and let it raise.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import transformers
+from packaging.version import Version
+
+from cache_conformance.adapter import (
+    INSTALLED,
+    generate_without_sampling,
+    static_cache_class,
+    text_config,
+    user_cache_arguments,
+)
+
+
+def generate(model, input_ids, *, max_new_tokens: int, cache=None, attention_mask=None, **strategy):
+    """generate() without sampling, returning its whole output (sequences, raw logits of each step, and the beam
+    fields for beam search). `cache`: a user-supplied cache, else the one generate() builds by default. `strategy`:
+    what selects the strategy (assistant_model=, prompt_lookup_num_tokens=, num_beams=, ...). Generation may end
+    at end-of-sequence before `max_new_tokens`: forcing the length (min_length or min_new_tokens) makes 4.57's
+    assisted decoding refuse ("Passing `MinLengthLogitsProcessor` when using `assisted_generation is disabled")."""
+    arguments = user_cache_arguments(model, cache) if cache is not None else {}
+    return generate_without_sampling(model, input_ids, max_new_tokens=max_new_tokens, attention_mask=attention_mask,
+                                     output_scores=True, **arguments, **strategy)
+
+
+def step_logits(output) -> torch.Tensor:
+    """The raw logits of each generated step as one (rows, steps, vocab) tensor."""
+    return torch.stack(output.logits, dim=1)
+
+
+def beam_indices(output) -> torch.Tensor:
+    """For each returned hypothesis and step, the running beam (a row of that step's logits, over batch x beams)
+    its token was chosen from; -1 after the hypothesis ended. Every release 4.50-5.24."""
+    return output.beam_indices
+
+
+def record_past(cache) -> None:
+    """What a release needs before a cache may be cropped past its sliding window: from 5.x the dynamic sliding
+    layer keeps the states it would evict only after `activate_past_recording()` (generate() calls it for assisted
+    decoding); releases without it keep what they keep."""
+    if hasattr(cache, "activate_past_recording"):
+        cache.activate_past_recording()
+
+
+def crop(cache, tokens: int) -> None:
+    """Remove the last `tokens` positions, as assisted decoding rolls back rejected drafts. A negative argument means
+    "this many tokens" on every release that has crop() (4.50's DynamicCache.crop already took it; 5.x refuses a
+    positive one); a cache class without crop() raises the AttributeError the user would get."""
+    cache.crop(-tokens)
+
+
+def croppable_cache_classes() -> list[type]:
+    """The cache classes whose crop() assisted decoding and the suite call (what a rollback fault patches)."""
+    return [cls for cls in (transformers.DynamicCache, static_cache_class()) if hasattr(cls, "crop")]
+
+
+def reorderable_cache_classes() -> list[type]:
+    """The cache classes whose reorder_cache(beam_idx) beam search calls each step, every release 4.50-5.24 (what a
+    beam-reorder fault patches)."""
+    return [cls for cls in (transformers.DynamicCache, static_cache_class()) if hasattr(cls, "reorder_cache")]
+
+
+def continuous_batching_problem(model) -> str | None:
+    """Why the release has no continuous batching for this model, or None (generate_batch appeared in 4.53)."""
+    if hasattr(model, "generate_batch"):
+        return None
+    return f"transformers {transformers.__version__} has no continuous batching (generate_batch appeared in 4.53)"
+
+
+def attention_implementation(model) -> str:
+    """The attention implementation the model's forward uses now (generate_batch switches it to a paged one)."""
+    return model.config._attn_implementation
+
+
+# The paged cache's size. Left to itself generate_batch sizes it from the device's free memory: on CPU 4.57 finds
+# none ("unsupported operand type(s) for -: 'NoneType' and 'int'") and 5.x takes 90% of the machine's free RAM.
+PAGED_CACHE_BLOCKS = 16
+PAGED_BATCH_TOKENS = 64
+# 4.53-5.3 read the paged cache's sizes from the generation config (num_blocks=, max_batch_tokens=); from 5.4
+# generate_batch takes them in a ContinuousBatchingConfig.
+CONTINUOUS_BATCHING_CONFIG = Version("5.4")
+
+# Where generate_batch logs the errors of its generation thread: 4.57 has a logger of its own.
+CONTINUOUS_BATCHING_LOGGERS = ("ContinuousBatchingLogger", "transformers")
+
+
+@torch.no_grad()
+def generate_batch(model, prompts: list[list[int]], *, max_new_tokens: int) -> list[list[int]]:
+    """Greedy continuous batching of `prompts` submitted together, in a paged cache of PAGED_CACHE_BLOCKS blocks;
+    each request's generated tokens (without its prompt). generate_batch runs its loop in a thread that logs an
+    error and returns what it has, so a request without a result raises here with the errors it logged."""
+    config = text_config(model.config)
+    generation_config = transformers.GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+    sizes = {"num_blocks": PAGED_CACHE_BLOCKS, "max_batch_tokens": PAGED_BATCH_TOKENS}
+    if INSTALLED < CONTINUOUS_BATCHING_CONFIG:
+        generation_config.update(**sizes)
+        batching_arguments = {}
+    else:
+        batching_arguments = {"continuous_batching_config": transformers.ContinuousBatchingConfig(**sizes)}
+    logged = _ErrorsLogged()
+    loggers = [logging.getLogger(name) for name in CONTINUOUS_BATCHING_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(logged)
+    try:
+        results = model.generate_batch(inputs=prompts, generation_config=generation_config, progress_bar=False,
+                                       **batching_arguments)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(logged)
+    by_index = {int(str(request_id).rsplit("_", 1)[-1]): list(result.generated_tokens)  # request ids are "req_<i>"
+                for request_id, result in results.items()}
+    missing = [index for index in range(len(prompts)) if index not in by_index]
+    if missing:
+        raise RuntimeError(f"generate_batch returned no result for requests {missing} of {len(prompts)}; "
+                           f"errors logged: {logged.messages or 'none'}")
+    return [by_index[index] for index in range(len(prompts))]
+
+
+class _ErrorsLogged(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())

@@ -1,0 +1,204 @@
+"""Grading generation strategies that rewind, reorder or page the cache, and the probes that show a strategy did
+what it is checked for (drafts proposed and rejected, hypotheses finished early).
+
+A strategy's run ends one of four ways, graded apart (`graded`):
+- correct: it ran and every comparison with recomputation held;
+- refused clearly: transformers itself raised a ValueError, RuntimeError or NotImplementedError (or one of its own
+  exceptions) whose message names the cache or the strategy;
+- crashed: any other exception (a TypeError or AttributeError from deep inside, an error raised by torch);
+- wrong: it ran and a comparison failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+
+from cache_conformance.compare import Comparison
+from cache_conformance.decoding import recompute
+from cache_conformance.overflow import describe
+
+TRANSFORMERS_SOURCE = Path(transformers.__file__).resolve().parent
+REFUSAL_TYPES = (ValueError, RuntimeError, NotImplementedError)
+OUTCOMES = ("correct", "refused clearly", "crashed", "wrong")
+
+
+def raised_by_transformers(error: BaseException) -> bool:
+    """Whether the innermost frame of the error's traceback is transformers' own code (not torch's, not ours)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(TRANSFORMERS_SOURCE)
+
+
+def refusal_is_clear(error: BaseException, subjects: tuple[str, ...]) -> bool:
+    """A refusal is clear when transformers raised it on purpose (a ValueError, RuntimeError or NotImplementedError,
+    or one of its own exceptions, from its own code) and its message names one of `subjects` (e.g. "cache",
+    "assist"): the user learns what is not supported, not where the code broke."""
+    on_purpose = isinstance(error, REFUSAL_TYPES) or type(error).__module__.startswith("transformers")
+    named = re.search("|".join(map(re.escape, subjects)), str(error), re.IGNORECASE) is not None
+    return on_purpose and named and raised_by_transformers(error)
+
+
+def grade(error: BaseException | None, subjects: tuple[str, ...]) -> str:
+    """The outcome of a strategy's call that raised `error` (None: it returned): correct, refused clearly or
+    crashed. (Wrong is for the comparisons afterwards to say.)"""
+    if error is None:
+        return "correct"
+    return "refused clearly" if refusal_is_clear(error, subjects) else "crashed"
+
+
+@contextlib.contextmanager
+def graded(metrics: dict, *, subjects: tuple[str, ...]):
+    """Run a strategy and its comparisons inside the block: an exception from the strategy fails the test as
+    "refused clearly: ..." or "crashed: ..." (also when a step wrapped by decoding.located raised), a failed
+    comparison (AssertionError) as "wrong: ...". The outcome
+    goes to `metrics["outcome"]` (the release -> outcome tables are read from it)."""
+    try:
+        yield
+    except AssertionError as error:
+        cause = error.__cause__
+        if cause is None or isinstance(cause, AssertionError):
+            metrics["outcome"] = "wrong"
+        else:  # a step that raised, named by decoding.located
+            metrics["outcome"] = grade(cause, subjects)
+            metrics["exception"] = describe(cause)[:500]
+        raise AssertionError(f"{metrics['outcome']}: {error}") from error
+    except Exception as error:  # every exception is graded
+        metrics["outcome"] = grade(error, subjects)
+        metrics["exception"] = describe(error)[:500]
+        raise AssertionError(f"{metrics['outcome']}: {describe(error)}") from error
+    metrics["outcome"] = "correct"
+
+
+# ---- drafts proposed and accepted (assisted and prompt-lookup decoding) ----
+
+@dataclass(frozen=True)
+class DraftTally:
+    calls: int
+    proposed: int
+    accepted: int
+
+    @property
+    def rejected(self) -> int:
+        return self.proposed - self.accepted
+
+
+def tally_drafts(fed: list[list[int]], sequence: list[int], prompt_length: int) -> DraftTally:
+    """Count the draft tokens a verifying model was shown and how many of them the final `sequence` kept.
+
+    `fed`: the tokens of each call to the verifying model, in order. The first call feeds the prompt and the first
+    drafts; each later call feeds the last token the previous call chose (not yet cached) and the next drafts.
+    A call keeps its leading drafts that equal the sequence and adds one token of its own, so the decided length
+    grows by accepted + 1 per call. Drafts past the end of `sequence` (cut off by max_new_tokens) are not counted.
+    """
+    decided = prompt_length
+    proposed = accepted = 0
+    for number, tokens in enumerate(fed):
+        already = prompt_length if number == 0 else 1  # decided tokens at the start of this call
+        drafts = tokens[already:]
+        kept = 0
+        for offset, token in enumerate(drafts):
+            if decided + offset >= len(sequence):
+                break
+            proposed += 1
+            if kept == offset and token == sequence[decided + offset]:
+                kept += 1
+        accepted += kept
+        decided += kept + 1
+    return DraftTally(calls=len(fed), proposed=proposed, accepted=accepted)
+
+
+class FedTokens:
+    """Records the input ids of every forward call of `model` while active (a forward pre-hook)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls: list[list[int]] = []
+        self._handle = None
+
+    def __enter__(self):
+        def record(module, args, kwargs):
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            self.calls.append(input_ids[0].tolist())
+
+        self._handle = self.model.register_forward_pre_hook(record, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._handle.remove()
+
+
+def assert_drafts_exercised(tally: DraftTally, what: str) -> None:
+    """Positive control: equality with greedy decoding shows nothing about rollback unless some drafts were
+    accepted (the cache kept them) and some rejected (the cache was rolled back)."""
+    assert tally.accepted > 0 and tally.rejected > 0, (
+        f"{what}: {tally.proposed} drafts proposed over {tally.calls} calls, {tally.accepted} accepted, "
+        f"{tally.rejected} rejected: the check needs both accepted and rejected drafts to exercise the rollback"
+    )
+
+
+# ---- beam search ----
+
+def beam_paths_against_recomputation(model, output, beam_indices, prompt_mask, compare: Comparison, *,
+                                     beams: int, where: str) -> None:
+    """Each returned hypothesis' logits at each step (the row of that step's logits its token was chosen from)
+    against recomputation of the hypothesis without cache: a reorder that hands a beam another beam's cache shows
+    here even when the search still picks plausible tokens."""
+    sequences = output.sequences
+    prompt_length = prompt_mask.shape[1]
+    batch_rows = torch.arange(sequences.shape[0]) // (sequences.shape[0] // prompt_mask.shape[0])
+    mask = torch.cat([prompt_mask[batch_rows], torch.ones_like(sequences[:, prompt_length:])], dim=1)
+    reference = recompute(model, sequences, mask)
+    for hypothesis in range(sequences.shape[0]):
+        steps = [step for step in range(beam_indices.shape[1]) if int(beam_indices[hypothesis, step]) >= 0]
+        if not steps:
+            continue
+        actual = torch.stack([output.logits[step][int(beam_indices[hypothesis, step])] for step in steps])
+        positions = [prompt_length - 1 + step for step in steps]
+        compare.logits_close(actual[None], reference[hypothesis, positions][None],
+                             where=f"{where}: hypothesis {hypothesis} (batch row {int(batch_rows[hypothesis])}, "
+                                   f"{beams} beams)", positions=positions)
+
+
+def sequences_equal(actual: torch.Tensor, expected: torch.Tensor, *, where: str) -> None:
+    """Beam search's sequences are the same tokens, hypothesis by hypothesis."""
+    assert actual.shape == expected.shape, f"{where}: sequences of shape {tuple(actual.shape)}, without cache " \
+                                           f"{tuple(expected.shape)}"
+    differ = torch.nonzero(actual != expected)
+    if len(differ):
+        hypothesis, position = (int(i) for i in differ[0])
+        raise AssertionError(
+            f"{where}: hypothesis {hypothesis} differs from beam search without cache at position {position}: "
+            f"token {int(actual[hypothesis, position])}, without cache {int(expected[hypothesis, position])} "
+            f"({len(differ)} tokens differ)"
+        )
+
+
+def finished_early(sequences: torch.Tensor, eos_token_id: int, prompt_length: int) -> int:
+    """How many hypotheses ended with end-of-sequence before the last step (positive control of early stopping)."""
+    generated = sequences[:, prompt_length:-1]
+    return int((generated == eos_token_id).any(dim=1).sum())
+
+
+# ---- continuous batching ----
+
+def greedy_choices_against_recomputation(model, prompt: list[int], generated: list[int], compare: Comparison, *,
+                                         max_new_tokens: int, eos_token_id: int, where: str) -> None:
+    """A request's generated tokens are greedy decoding's: each is the argmax of recomputation without cache over
+    the request's own sequence so far (within the tolerance where the dtype allows near-ties), and the request
+    stops only at end-of-sequence or after `max_new_tokens`."""
+    ended = generated and generated[-1] == eos_token_id
+    assert len(generated) == max_new_tokens or (ended and len(generated) < max_new_tokens), (
+        f"{where}: {len(generated)} tokens generated, asked for {max_new_tokens} (last token {generated[-1:]}, "
+        f"end-of-sequence is {eos_token_id})"
+    )
+    sequence = torch.tensor([prompt + generated], device=model.device)
+    reference = recompute(model, sequence[:, :-1])[:, len(prompt) - 1 :]
+    positions = list(range(len(prompt) - 1, sequence.shape[1] - 1))
+    compare.chosen_tokens_are_greedy(sequence[:, len(prompt):], reference, where=where, positions=positions)
+
