@@ -27,6 +27,7 @@ SUITE_TITLES = {  # the order of the matrix's row groups; a suite not listed her
     "snapshot": "snapshots",
     "compiled": "compiled and exported decoding",
     "multimodal": "the multimodal model (images in the prompt)",
+    "strategies": "generation strategies (assisted, prompt lookup, beam search, crop, batching)",
     "deprecations": "deprecations (ordinary calls still work)",
     "checkpoint": "checkpoint",
 }

@@ -1,0 +1,297 @@
+"""Generation strategies that rewind, reorder or page the cache.
+
+Assisted and prompt-lookup decoding roll the cache back after rejected drafts (crop), beam search reorders it
+between beams every step, continuous batching keeps its own paged cache, and a served model reuses one static
+cache for batches of different sizes. A sliding-window layer cannot get evicted positions back, so every scenario
+crosses the window W. Each run is graded (cache_conformance.strategies): correct; refused clearly (transformers
+raised on purpose, naming the cache or the strategy); crashed; or wrong (a comparison with recomputation failed).
+The outcome is in the results file; a failure message starts with it.
+
+- Assisted decoding (the embedded draft model: the text model's first sliding and full layer) and prompt-lookup
+  decoding (a prompt that repeats itself), with the default cache and a user's static cache: the tokens are greedy
+  decoding's and each step's logits equal recomputation. Control: some drafts were accepted and some rejected.
+- Beam search (2 and 3 beams, early stopping on and off, a left-padded batch of two), with the default cache and a
+  static cache: each hypothesis' logits at each step equal recomputation of that hypothesis; where the dtype
+  demands identical tokens, the sequences and scores equal beam search without cache (use_cache=False).
+  End-of-sequence is a token the search produces midway, so hypotheses end early (control: some do).
+- Rollback: crop() of a dynamic and a static cache, before and after the window has filled, then decoding on:
+  every step equals recomputation over the shorter sequence. A crop that needs evicted positions back may be
+  refused instead, clearly and leaving the cache as it was; one that needs nothing evicted must work.
+- Continuous batching (generate_batch, where the release has it): requests of different lengths, one longer than
+  2W, submitted together; each request's tokens are greedy decoding of its own prompt, and the model batched on
+  computes afterwards what it computed before.
+- One cache, another batch: a static cache made for 3 rows serves 3, then after reset() 1, then 2.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from cache_conformance import adapter, overflow, strategies
+from cache_conformance.adapter import generation
+from cache_conformance.decoding import (
+    chunks_against_recomputation,
+    generation_against_recomputation,
+    left_padded,
+    prefill_and_decode,
+)
+
+# What a clear refusal names (any one of them): the cache, or the strategy in the words transformers uses.
+DRAFT_SUBJECTS = ("cache", "assist", "candidate", "draft", "lookup", "speculative")
+BEAM_SUBJECTS = ("cache", "beam")
+CROP_SUBJECTS = ("cache", "crop", "sliding window")
+BATCH_SUBJECTS = ("cache", "batch")
+
+CACHES = ("default-cache", "static-cache")
+LOOKUP_DRAFTS = 3  # prompt_lookup_num_tokens
+
+
+def static_cache_or_default(model, cache_kind: str, *, batch_size: int, capacity: int):
+    """A user's static cache, or None for the cache generate() builds by default."""
+    if cache_kind == "default-cache":
+        return None
+    return adapter.make_static_cache(model, batch_size=batch_size, capacity=capacity)
+
+
+def drafted_generation(model, prompt, cache_kind, compare, metrics, *, what: str, **strategy):
+    """generate() with a drafting strategy, graded, against recomputation; then the drafts control."""
+    new_tokens = 2 * adapter.window(model.config)
+    cache = static_cache_or_default(model, cache_kind, batch_size=1, capacity=prompt.shape[1] + new_tokens)
+    where = f"{what} with the {cache_kind.replace('-', ' ')}, {new_tokens} tokens"
+    with strategies.graded(metrics, subjects=DRAFT_SUBJECTS):
+        with strategies.FedTokens(model) as fed:
+            output = generation.generate(model, prompt, max_new_tokens=new_tokens, cache=cache, **strategy)
+        generation_against_recomputation(model, prompt.shape[1], output.sequences, generation.step_logits(output),
+                                         compare, where=where)
+    tally = strategies.tally_drafts(fed.calls, output.sequences[0].tolist(), prompt.shape[1])
+    metrics.update(calls=tally.calls, drafts_proposed=tally.proposed, drafts_accepted=tally.accepted)
+    if cache is not None:
+        metrics["user_cache_used"] = adapter.seq_length(cache) > 0
+    strategies.assert_drafts_exercised(tally, where)
+
+
+@pytest.mark.parametrize("cache_kind", CACHES)
+def test_assisted_decoding_matches_recomputation(model, draft_model, window, tokens, compare, metrics, cache_kind):
+    prompt = tokens(1, window + 3)
+    drafted_generation(model, prompt, cache_kind, compare, metrics, what="assisted decoding",
+                       assistant_model=draft_model)
+
+
+def repetitive_prompt(tokens, window: int) -> torch.Tensor:
+    """A phrase of W/2 + 1 tokens said four times: prompt lookup finds earlier occurrences of the last tokens and
+    proposes what followed them."""
+    phrase = tokens(1, window // 2 + 1)
+    return torch.cat([phrase] * 4, dim=1)
+
+
+@pytest.mark.parametrize("cache_kind", CACHES)
+def test_prompt_lookup_decoding_matches_recomputation(model, window, tokens, compare, metrics, cache_kind):
+    prompt = repetitive_prompt(tokens, window)
+    drafted_generation(model, prompt, cache_kind, compare, metrics, what="prompt-lookup decoding",
+                       prompt_lookup_num_tokens=LOOKUP_DRAFTS)
+
+
+# ---- beam search ----
+
+EARLY_STOPPING = {"early-stopping": True, "no-early-stopping": False}
+
+
+def beam_search(model, prompt, attention_mask, *, beams: int, early_stopping: bool, max_new_tokens: int, **options):
+    """Every beam returned. Scores are sums of log-probabilities (length_penalty 0), so a hypothesis that ends
+    early outscores the longer ones and is returned: the finished-beam bookkeeping is compared too."""
+    return generation.generate(model, prompt, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                               num_beams=beams, num_return_sequences=beams,
+                               early_stopping=early_stopping, length_penalty=0.0, **options)
+
+
+@dataclass
+class BeamScenario:
+    prompt: torch.Tensor
+    attention_mask: torch.Tensor
+    search: dict
+    end: int  # the end-of-sequence token
+    without_cache: object  # beam search's output without cache
+    ended_early: int  # hypotheses of `without_cache` that ended before the last step
+
+
+@pytest.fixture(scope="session")
+def beam_scenarios(target) -> dict:
+    """Each (beams, stopping) scenario's prompt and beam search without cache, run once per target for both caches."""
+    return {}
+
+
+@pytest.fixture(params=[(beams, stopping) for beams in (2, 3) for stopping in EARLY_STOPPING],
+                ids=lambda param: f"{param[0]}-beams-{param[1]}")
+def beam_scenario(request, beam_scenarios, model, window, named_tokens, metrics) -> BeamScenario:
+    """A left-padded batch of two prompts and beam search over it without cache. End-of-sequence is a token that
+    search produces early (the third, second or fourth token of the first row's best hypothesis, else of the second
+    row's: the first with which some hypothesis ends while others run on)."""
+    beams, stopping = request.param
+    if request.param not in beam_scenarios:
+        prompt, attention_mask = left_padded(model, named_tokens(f"beam search {beams} {stopping}"),
+                                             [window + 3, window - 2])
+        search = {"beams": beams, "early_stopping": EARLY_STOPPING[stopping], "max_new_tokens": window + 2}
+        probe = beam_search(model, prompt, attention_mask, use_cache=False, **search)
+        for row, step in ((0, 2), (0, 1), (0, 3), (beams, 2), (beams, 1), (beams, 3)):
+            end = int(probe.sequences[row, prompt.shape[1] + step])
+            without_cache = beam_search(model, prompt, attention_mask, use_cache=False, eos_token_id=end, **search)
+            ended = strategies.finished_early(without_cache.sequences, end, prompt.shape[1])
+            if ended:
+                break
+        beam_scenarios[request.param] = BeamScenario(prompt, attention_mask, search, end, without_cache, ended)
+    scenario = beam_scenarios[request.param]
+    metrics.update(end_of_sequence=scenario.end, hypotheses_ended_early=scenario.ended_early)
+    return scenario
+
+
+@pytest.mark.parametrize("cache_kind", CACHES)
+def test_beam_search_matches_recomputation(model, beam_scenario, compare, metrics, cache_kind):
+    scenario, beams = beam_scenario, beam_scenario.search["beams"]
+    assert scenario.ended_early > 0, "control: no hypothesis of beam search without cache ended early, whichever " \
+                                     "early token ended it: the check would not exercise finished beams"
+    rows, capacity = scenario.prompt.shape[0] * beams, scenario.prompt.shape[1] + scenario.search["max_new_tokens"]
+    cache = static_cache_or_default(model, cache_kind, batch_size=rows, capacity=capacity)
+    stopping = "early stopping" if scenario.search["early_stopping"] else "no early stopping"
+    where = f"beam search ({beams} beams, {stopping}) with the {cache_kind.replace('-', ' ')}"
+    with strategies.graded(metrics, subjects=BEAM_SUBJECTS):
+        output = beam_search(model, scenario.prompt, scenario.attention_mask, cache=cache, eos_token_id=scenario.end,
+                             **scenario.search)
+        strategies.beam_paths_against_recomputation(model, output, generation.beam_indices(output),
+                                                    scenario.attention_mask, compare, beams=beams, where=where)
+        if compare.tolerance.greedy_tokens_identical:
+            without_cache = scenario.without_cache
+            strategies.sequences_equal(output.sequences, without_cache.sequences, where=where)
+            compare.logits_close(output.sequences_scores[None, :, None], without_cache.sequences_scores[None, :, None],
+                                 where=f"{where}: sequence scores against beam search without cache")
+
+
+# ---- rollback ----
+
+CROPPED = 3
+HELD = {"before-the-window-fills": lambda window: window - 2, "after-the-window-fills": lambda window: 2 * window + 1}
+ROLLBACK_CACHES = {
+    "dynamic-cache": lambda model, capacity: adapter.make_dynamic_cache(model),
+    "static-cache": lambda model, capacity: adapter.make_static_cache(model, batch_size=1, capacity=capacity),
+}
+
+
+@pytest.mark.parametrize("cache_kind", ROLLBACK_CACHES)
+@pytest.mark.parametrize("when", HELD)
+def test_crop_then_continue_matches_recomputation(model, window, tokens, compare, metrics, cache_kind, when):
+    """The cache holds `held` tokens, the last CROPPED of them rejected drafts; crop(CROPPED), then two tokens in
+    one call and W single tokens, each against recomputation over the kept tokens and the new ones."""
+    held = HELD[when](window)
+    kept, continuation = held - CROPPED, [2, *[1] * window]
+    sequence = tokens(1, held - CROPPED + sum(continuation))
+    rejected = tokens(1, CROPPED)
+    cache = ROLLBACK_CACHES[cache_kind](model, held + sum(continuation))
+    generation.record_past(cache)
+    adapter.forward(model, torch.cat([sequence[:, :kept], rejected], dim=1), cache=cache)
+    result = overflow.attempt(lambda: generation.crop(cache, CROPPED), lambda: overflow.cache_state(cache))
+    outcome = strategies.grade(result.error, CROP_SUBJECTS)
+    metrics.update(outcome=outcome, exception=overflow.describe(result.error)[:500] if result.error else None)
+    what = f"crop({CROPPED}) of a {cache_kind.replace('-', ' ')} holding {held} tokens (window {window})"
+    if result.error is not None:
+        refusal_failure(result, outcome, what, needs_evicted_positions=held > window)
+        return
+    with strategies.graded(metrics, subjects=CROP_SUBJECTS):
+        chunks_against_recomputation(model, cache, sequence, continuation, compare, cached=kept, label=f"after {what}")
+
+
+def refusal_failure(result: overflow.Attempt, outcome: str, what: str, *, needs_evicted_positions: bool) -> None:
+    """A crop may refuse only clearly, leaving the cache as it was, and only when it needs evicted positions back."""
+    raised = overflow.describe(result.error)
+    if outcome != "refused clearly":
+        raise AssertionError(f"{outcome}: {what} raised {raised}")
+    untouched = overflow.intact_failure(result)
+    if untouched is not None:
+        raise AssertionError(f"refused clearly, but {untouched}")
+    if not needs_evicted_positions:
+        raise AssertionError(f"refused clearly: {what}, which needs no evicted position back, raised {raised}")
+
+
+# ---- continuous batching ----
+
+@dataclass
+class BatchingRun:
+    lengths: list[int]
+    prompts: list[list[int]]
+    max_new_tokens: int
+    generated: list[list[int]] | None
+    error: Exception | None
+    attention_before: str
+    attention_after: str
+    logits_before: torch.Tensor  # the batching model's forward without cache on a probe, before and after
+    logits_after: torch.Tensor
+
+
+@pytest.fixture(scope="session")
+def batching_runs(target) -> dict:
+    return {}
+
+
+@pytest.fixture
+def batching_run(batching_runs, target, checkpoint_path, model, window, named_tokens) -> BatchingRun:
+    """generate_batch on requests of different lengths (one longer than 2W) submitted together, once per target,
+    on a model loaded for it alone: 5.0-5.8 leave the model they batch on changed, which must not reach the other
+    checks. A probe's logits without cache are kept from before and after."""
+    problem = generation.continuous_batching_problem(model)
+    if problem is not None:
+        pytest.skip(problem)
+    if "run" not in batching_runs:
+        batching_model = adapter.load_model(checkpoint_path, dtype=target.dtype, device=target.device,
+                                            attn_implementation=target.attn_implementation)
+        tokens = named_tokens("continuous batching")
+        lengths, max_new_tokens = [2 * window + 3, window - 2, window + 1], window + 2
+        prompts = [tokens(1, length)[0].tolist() for length in lengths]
+        probe = tokens(2, window + 3)
+        attention_before, logits_before = (generation.attention_implementation(batching_model),
+                                           adapter.forward(batching_model, probe))
+        generated = error = None
+        try:
+            generated = generation.generate_batch(batching_model, prompts, max_new_tokens=max_new_tokens)
+        except Exception as raised:  # noqa: BLE001 - graded by the test
+            error = raised
+        batching_runs["run"] = BatchingRun(lengths, prompts, max_new_tokens, generated, error, attention_before,
+                                           generation.attention_implementation(batching_model), logits_before,
+                                           adapter.forward(batching_model, probe))
+    return batching_runs["run"]
+
+
+def test_continuous_batching_matches_greedy_decoding(model, batching_run, compare, metrics):
+    """Each request's tokens are greedy decoding of its own prompt: each the greedy choice of recomputation without
+    cache (by the untouched model) over the request's sequence so far."""
+    run = batching_run
+    eos_token_id = adapter.text_config(model.config).eos_token_id
+    with strategies.graded(metrics, subjects=BATCH_SUBJECTS):
+        if run.error is not None:
+            raise run.error
+        for request, (prompt, generated) in enumerate(zip(run.prompts, run.generated, strict=True)):
+            strategies.greedy_choices_against_recomputation(
+                model, prompt, generated, compare, max_new_tokens=run.max_new_tokens, eos_token_id=eos_token_id,
+                where=f"continuous batching: request {request} (prompt of {len(prompt)} tokens, lengths {run.lengths})",
+            )
+
+
+def test_continuous_batching_leaves_the_model_as_it_was(batching_run, compare, metrics):
+    """After generate_batch, whatever it returned, the model it ran on computes what it computed before."""
+    run = batching_run
+    metrics.update(attention_before=run.attention_before, attention_after=run.attention_after)
+    compare.logits_close(run.logits_after, run.logits_before,
+                         where=f"forward without cache after generate_batch (attention implementation "
+                               f"{run.attention_after!r}, before {run.attention_before!r}) against before")
+
+
+# ---- one cache, another batch ----
+
+def test_static_cache_serves_another_batch_size_after_reset(model, window, tokens, compare, metrics):
+    made_for, batch_sizes = 3, (3, 1, 2)
+    prompt_length, steps = window + 1, window + 2
+    cache = adapter.make_static_cache(model, batch_size=made_for, capacity=prompt_length + steps)
+    with strategies.graded(metrics, subjects=BATCH_SUBJECTS):
+        for batch_size in batch_sizes:
+            adapter.reset(cache)
+            prefill_and_decode(model, cache, tokens(batch_size, prompt_length), steps, compare,
+                               label=f"batch of {batch_size} after reset() (cache made for {made_for} rows, batches "
+                                     f"{list(batch_sizes)})")
