@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cache_conformance import adapter
-from cache_conformance.adapter import multimodal
+from cache_conformance.adapter import generation, multimodal
 
 
 @dataclass(frozen=True)
@@ -220,6 +220,40 @@ def _image_mask_shifted_when_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model_class, "forward", shifted)
 
 
+def _crop_one_short(crop):
+    """A rollback that removes one position fewer than asked: the last rejected draft stays in every layer and
+    is counted in the cache's length (crop(-k) removes k-1 positions; crop(n), the older form, keeps n+1)."""
+
+    @functools.wraps(crop)
+    def patched(self, tokens, *args, **kwargs):
+        return crop(self, tokens + 1 if tokens != 0 else tokens, *args, **kwargs)
+
+    return patched
+
+
+def _crop_one_short_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cache_class in generation.croppable_cache_classes():
+        monkeypatch.setattr(cache_class, "crop", _crop_one_short(cache_class.crop))
+
+
+def _reorder_one_step_late(reorder_cache):
+    """Beam search's reorder applies the previous step's beam indices (the first step's none): each beam
+    continues on the cache of the beam it descended from one step earlier."""
+
+    @functools.wraps(reorder_cache)
+    def patched(self, beam_idx, *args, **kwargs):
+        previous = self.__dict__.get("_previous_beam_idx", torch.arange(len(beam_idx), device=beam_idx.device))
+        self.__dict__["_previous_beam_idx"] = beam_idx.clone()
+        return reorder_cache(self, previous, *args, **kwargs)
+
+    return patched
+
+
+def _reorder_one_step_late_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    for cache_class in generation.reorderable_cache_classes():
+        monkeypatch.setattr(cache_class, "reorder_cache", _reorder_one_step_late(cache_class.reorder_cache))
+
+
 def _storage_reallocated_each_step(update):
     """After each update the layer's keys and values live in fresh copies: same contents, new storage."""
 
@@ -328,6 +362,18 @@ CATALOGUE = {
             "causally, end-of-image joins the image)",
             "multimodal",
             _image_mask_shifted_when_cached,
+        ),
+        Fault(
+            "crop-one-short",
+            "crop() removes one position fewer than asked: a rolled-back draft stays in the cache and in its length",
+            "strategies",
+            _crop_one_short_everywhere,
+        ),
+        Fault(
+            "beam-reorder-one-step-late",
+            "beam search's cache reorder applies the previous step's beam indices",
+            "strategies",
+            _reorder_one_step_late_everywhere,
         ),
         Fault(
             "storage-reallocated-each-step",

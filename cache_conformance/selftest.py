@@ -39,7 +39,8 @@ FORMAT = 1
 
 # The smallest slice of each suite's parameterisation that still shows every fault: float32 has the tightest
 # tolerance and eager attention is available everywhere. A slice narrows the parameterisation, never the code path.
-PROPERTIES = ("equivalence", "overflow", "sliding_window", "memory", "snapshots", "compiled", "multimodal")
+PROPERTIES = ("equivalence", "overflow", "sliding_window", "memory", "snapshots", "compiled", "multimodal",
+              "strategies")
 SLICES = {prop: ["--device", "cpu", "-k", "float32-cpu-eager"] for prop in PROPERTIES}
 # The compiled suite's checks run without --include-slow on float32 with sdpa only (compilation costs minutes).
 SLICES["compiled"] = ["--device", "cpu", "-k", "float32-cpu-sdpa"]
@@ -55,6 +56,7 @@ SIXTEEN_BIT = {
     "memory": "hidden-copy",
     "snapshots": "sliding-mask-one-wider",
     "multimodal": "image-features-rolled-when-cached",
+    "strategies": "beam-reorder-one-step-late",
 }
 COMMON_ARGS = ["--hypothesis-profile", "ci"]
 # What a failure message must say for the failure to count as catching the fault: where and how much.
@@ -80,6 +82,10 @@ LOCATIONS = {
         r"(decode step \d+|chunk \d+ of \d+|prefill of \d+ tokens|generate\(\)).*"
         r"max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+"
         r"|static-cache: layer \d+: negating (soft token|position) \d+ .*(did not change|changed) the output at"
+    ),
+    "strategies": re.compile(
+        r"^AssertionError: wrong: .*(max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+"
+        r"|hypothesis \d+ differs from beam search without cache at position \d+)"
     ),
     "compiled": re.compile(
         r"compilations grew with the decode steps: \d+ steps compiled \d+ graph.*decode step \d+ .*recompiled; "
