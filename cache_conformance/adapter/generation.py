@@ -46,9 +46,9 @@ def beam_indices(output) -> torch.Tensor:
 
 
 def record_past(cache) -> None:
-    """What a release needs before a cache may be cropped past its sliding window: from 5.x the dynamic sliding
-    layer keeps the states it would evict only after `activate_past_recording()` (generate() calls it for assisted
-    decoding); releases without it keep what they keep."""
+    """What a release needs before a cache may be cropped past its sliding window: caches have
+    `activate_past_recording()` from 5.14, and from 5.15 the dynamic sliding layer then keeps the states it would
+    evict (generate() calls it for assisted decoding); releases without it keep what they keep."""
     if hasattr(cache, "activate_past_recording"):
         cache.activate_past_recording()
 
@@ -83,8 +83,9 @@ def attention_implementation(model) -> str:
     return model.config._attn_implementation
 
 
-# The paged cache's size. Left to itself generate_batch sizes it from the device's free memory: on CPU 4.57 finds
-# none ("unsupported operand type(s) for -: 'NoneType' and 'int'") and 5.x takes 90% of the machine's free RAM.
+# The paged cache's size. Left to itself generate_batch sizes it from the device's free memory: on CPU 4.56-5.0
+# find none ("unsupported operand type(s) for -: 'NoneType' and 'int'", even with the sizes given) and from 5.1 it
+# takes 90% of the machine's free RAM.
 PAGED_CACHE_BLOCKS = 16
 PAGED_BATCH_TOKENS = 64
 # 4.53-5.3 read the paged cache's sizes from the generation config (num_blocks=, max_batch_tokens=); from 5.4
