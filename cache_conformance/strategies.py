@@ -26,7 +26,6 @@ from cache_conformance.overflow import describe
 
 TRANSFORMERS_SOURCE = Path(transformers.__file__).resolve().parent
 REFUSAL_TYPES = (ValueError, RuntimeError, NotImplementedError)
-OUTCOMES = ("correct", "refused clearly", "crashed", "wrong")
 
 
 def raised_by_transformers(error: BaseException) -> bool:
@@ -56,8 +55,8 @@ def grade(error: BaseException | None, subjects: tuple[str, ...]) -> str:
 def graded(metrics: dict, *, subjects: tuple[str, ...]):
     """Run a strategy and its comparisons inside the block: an exception from the strategy fails the test as
     "refused clearly: ..." or "crashed: ..." (also when a step wrapped by decoding.located raised), a failed
-    comparison (AssertionError) as "wrong: ...". The outcome
-    goes to `metrics["outcome"]` (the release -> outcome tables are read from it)."""
+    comparison (AssertionError) as "wrong: ...". The outcome goes to `metrics["outcome"]` (the release -> outcome
+    tables are read from it)."""
     try:
         yield
     except AssertionError as error:
@@ -114,7 +113,7 @@ def tally_drafts(fed: list[list[int]], sequence: list[int], prompt_length: int) 
 
 
 class FedTokens:
-    """Records the input ids of every forward call of `model` while active (a forward pre-hook)."""
+    """Records the input ids (first row) of every forward call of `model` while active (a forward pre-hook)."""
 
     def __init__(self, model):
         self.model = model
