@@ -140,10 +140,17 @@ def _batch_rows_swapped(update):
 
 def _static_cache_method_replaced(method: str, replacement: Callable) -> Callable[[pytest.MonkeyPatch], None]:
     """A patch that replaces one method of the static cache class with `replacement(original)`."""
+    return _method_replaced(lambda: [adapter.static_cache_class()], method, replacement)
+
+
+def _method_replaced(cache_classes: Callable[[], list[type]], method: str,
+                     replacement: Callable) -> Callable[[pytest.MonkeyPatch], None]:
+    """A patch that replaces one method of each class `cache_classes()` names (asked when the patch is applied) with
+    `replacement(that class's original)`."""
 
     def patch(monkeypatch: pytest.MonkeyPatch) -> None:
-        cache_class = adapter.static_cache_class()
-        monkeypatch.setattr(cache_class, method, replacement(getattr(cache_class, method)))
+        for cache_class in cache_classes():
+            monkeypatch.setattr(cache_class, method, replacement(getattr(cache_class, method)))
 
     return patch
 
@@ -231,11 +238,6 @@ def _crop_one_short(crop):
     return patched
 
 
-def _crop_one_short_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    for cache_class in generation.croppable_cache_classes():
-        monkeypatch.setattr(cache_class, "crop", _crop_one_short(cache_class.crop))
-
-
 def _reorder_one_step_late(reorder_cache):
     """Beam search's reorder applies the previous step's beam indices (the first step's none): each beam
     continues on the cache of the beam it descended from one step earlier."""
@@ -247,11 +249,6 @@ def _reorder_one_step_late(reorder_cache):
         return reorder_cache(self, previous, *args, **kwargs)
 
     return patched
-
-
-def _reorder_one_step_late_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    for cache_class in generation.reorderable_cache_classes():
-        monkeypatch.setattr(cache_class, "reorder_cache", _reorder_one_step_late(cache_class.reorder_cache))
 
 
 def _storage_reallocated_each_step(update):
@@ -367,13 +364,13 @@ CATALOGUE = {
             "crop-one-short",
             "crop() removes one position fewer than asked: a rolled-back draft stays in the cache and in its length",
             "strategies",
-            _crop_one_short_everywhere,
+            _method_replaced(generation.croppable_cache_classes, "crop", _crop_one_short),
         ),
         Fault(
             "beam-reorder-one-step-late",
             "beam search's cache reorder applies the previous step's beam indices",
             "strategies",
-            _reorder_one_step_late_everywhere,
+            _method_replaced(generation.reorderable_cache_classes, "reorder_cache", _reorder_one_step_late),
         ),
         Fault(
             "storage-reallocated-each-step",
