@@ -62,7 +62,7 @@ def drafted_generation(model, prompt, cache_kind, compare, metrics, *, what: str
     with strategies.graded(metrics, subjects=DRAFT_SUBJECTS):
         with strategies.FedTokens(model) as fed:
             output = generation.generate(model, prompt, max_new_tokens=new_tokens, cache=cache, **strategy)
-        generation_against_recomputation(model, prompt.shape[1], output.sequences, generation.step_logits(output),
+        generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
                                          compare, where=where)
     tally = strategies.tally_drafts(fed.calls, output.sequences[0].tolist(), prompt.shape[1])
     metrics.update(calls=tally.calls, drafts_proposed=tally.proposed, drafts_accepted=tally.accepted)

@@ -278,7 +278,12 @@ def generate_with_default_cache(model, input_ids, *, max_new_tokens: int, cache_
 def _greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
     """Exactly `max_new_tokens` greedy tokens; returns (sequences, raw logits of each new step)."""
     output = _greedy_generate_output(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
-    return output.sequences, torch.stack(output.logits, dim=1)
+    return output.sequences, step_logits(output)
+
+
+def step_logits(output) -> torch.Tensor:
+    """generate()'s raw logits of each generated step as one (rows, steps, vocab) tensor."""
+    return torch.stack(output.logits, dim=1)
 
 
 def _greedy_generate_output(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):

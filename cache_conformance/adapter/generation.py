@@ -34,11 +34,6 @@ def generate(model, input_ids, *, max_new_tokens: int, cache=None, attention_mas
                                      output_scores=True, **arguments, **strategy)
 
 
-def step_logits(output) -> torch.Tensor:
-    """The raw logits of each generated step as one (rows, steps, vocab) tensor."""
-    return torch.stack(output.logits, dim=1)
-
-
 def beam_indices(output) -> torch.Tensor:
     """For each returned hypothesis and step, the running beam (a row of that step's logits, over batch x beams)
     its token was chosen from; -1 after the hypothesis ended. Every release 4.50-5.24."""
