@@ -1,0 +1,87 @@
+"""Run a scenario that may take its own process down (a CUDA device-side assert poisons the process: every later
+CUDA call fails) in a child process, and say what it did. WORK IN PROGRESS (issue 18).
+
+The child runs `scenario(*args)` and sends back either its return value or the exception it raised (type and
+message). A child that dies without sending anything (an abort, a signal, a device-side assert that ends the
+interpreter) is reported as a death with its exit code or signal: the parent goes on, and so does the run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Isolated:
+    """What a scenario did in its child process: returned `value`, raised `error_type: error_message`, or died
+    with `exit_code` (negative: killed by that signal) before saying anything."""
+
+    value: object = None
+    error_type: str | None = None
+    error_message: str | None = None
+    exit_code: int | None = None
+
+    @property
+    def died(self) -> bool:
+        return self.exit_code not in (None, 0)
+
+    @property
+    def raised(self) -> bool:
+        return self.error_type is not None
+
+    def describe(self) -> str:
+        if self.died:
+            how = f"signal {signal.Signals(-self.exit_code).name}" if self.exit_code < 0 else f"exit code {self.exit_code}"
+            return f"the process died ({how}) without an exception it could report"
+        if self.raised:
+            return f"{self.error_type}: {self.error_message}"
+        return f"returned {self.value!r}"
+
+
+def _child(connection, scenario, args) -> None:
+    try:
+        value = scenario(*args)
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, whatever it is
+        connection.send(("raised", f"{type(error).__module__}.{type(error).__qualname__}", str(error)))
+    else:
+        connection.send(("returned", value))
+    connection.close()
+
+
+def run_isolated(scenario: Callable, *args, timeout_s: float = 600) -> Isolated:
+    """Run `scenario(*args)` (a module-level function, picklable arguments) in a spawned child process."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(send, scenario, args), daemon=True)
+    child.start()
+    send.close()
+    message = None
+    if receive.poll(timeout_s):
+        try:
+            message = receive.recv()
+        except EOFError:  # the child died before sending anything
+            message = None
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    if message is None:
+        return Isolated(exit_code=child.exitcode if child.exitcode not in (None, 0) else -signal.SIGKILL)
+    if message[0] == "raised":
+        return Isolated(error_type=message[1], error_message=message[2], exit_code=child.exitcode)
+    return Isolated(value=message[1], exit_code=child.exitcode)
+
+
+def overflow_grades(result: Isolated) -> dict[str, str]:
+    """The overflow suite's grades for a scenario run in a child: raises (yes when it raised or died: a
+    device-side assert is an error, not silent corruption); clear (no when it died: an assert names neither the
+    cache nor the lengths; else graded from the message as usual, left to the caller); intact (unknown when it
+    died: the cache died with the process)."""
+    if result.died:
+        return {"raises": "yes", "clear": "no (the process died)", "intact": "unknown (the cache died with the process)"}
+    if result.raised:
+        return {"raises": "yes", "clear": "graded from the message", "intact": "graded from the cache"}
+    return {"raises": "no", "clear": "no", "intact": "graded from the cache"}
