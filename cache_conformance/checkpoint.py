@@ -10,6 +10,7 @@ from pathlib import Path
 EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-gemma3"
 MULTIMODAL_EMBEDDED = EMBEDDED.parent / "tiny-gemma3-multimodal"
 DRAFT_EMBEDDED = EMBEDDED.parent / "tiny-gemma3-draft"  # the draft model of assisted decoding
+OTHER_EMBEDDED = EMBEDDED.parent / "tiny-gemma3-other"  # differently shaped: W 5, 3:1 layers, 8/1 heads, head_dim 16
 ENVIRONMENT_VARIABLE = "GEMMA3_CHECKPOINT"
 TEXT_MODEL_TYPES = ("gemma3_text",)
 MULTIMODAL_MODEL_TYPES = ("gemma3",)  # Gemma3ForConditionalGeneration: the text suites run on its language model

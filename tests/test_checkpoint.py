@@ -10,11 +10,11 @@ SCRIPT = checkpoint.EMBEDDED.parent / "make_tiny_gemma3.py"
 
 
 def test_the_script_regenerates_the_embedded_checkpoints_byte_for_byte(tmp_path):
-    text, multimodal, draft = tmp_path / "text", tmp_path / "multimodal", tmp_path / "draft"
+    text, multimodal, draft, other = (tmp_path / name for name in ("text", "multimodal", "draft", "other"))
     subprocess.run([sys.executable, str(SCRIPT), "--out", str(text), "--multimodal-out", str(multimodal),
-                    "--draft-out", str(draft)], check=True)
+                    "--draft-out", str(draft), "--other-out", str(other)], check=True)
     for written, embedded in ((text, checkpoint.EMBEDDED), (multimodal, checkpoint.MULTIMODAL_EMBEDDED),
-                              (draft, checkpoint.DRAFT_EMBEDDED)):
+                              (draft, checkpoint.DRAFT_EMBEDDED), (other, checkpoint.OTHER_EMBEDDED)):
         assert sorted(path.name for path in written.iterdir()) == sorted(path.name for path in embedded.iterdir())
         for path in embedded.iterdir():
             assert (written / path.name).read_bytes() == path.read_bytes(), path
