@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cache_conformance import adapter
-from cache_conformance.adapter import generation, multimodal
+from cache_conformance.adapter import dispatch, generation, multimodal
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,36 @@ def _image_mask_shifted_when_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(model_class, "forward", shifted)
 
 
+def _cache_offloaded_with_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the call of a decoder layer whose weights are offloaded, accelerate's hook sends that layer's cache
+    where the weights rest between calls (the meta device, for weights offloaded to CPU or disk) and never brings it
+    back: the layer's keys and values are on the wrong device from then on."""
+    hook_class = dispatch.offload_hook_class()
+    pre_forward, post_forward = hook_class.pre_forward, hook_class.post_forward
+    calls = []  # (decoder layer, the cache it was given) for each decoder layer's call under way
+
+    @functools.wraps(pre_forward)
+    def remembered(self, module, *args, **kwargs):
+        if dispatch.layer_index(module) is not None:
+            calls.append((module, dispatch.cache_passed(kwargs)))
+        return pre_forward(self, module, *args, **kwargs)
+
+    @functools.wraps(post_forward)
+    def offloaded(self, module, output):
+        output = post_forward(self, module, output)
+        if calls and calls[-1][0] is module:
+            _, cache = calls.pop()
+            resting = dispatch.resting_device(module)
+            if cache is not None and resting != dispatch.execution_device(module):
+                layer = dispatch.layer_index(module)
+                keys, values = adapter.layer_storage(cache, layer)
+                adapter.replace_layer_storage(cache, layer, keys.to(resting), values.to(resting))
+        return output
+
+    monkeypatch.setattr(hook_class, "pre_forward", remembered)
+    monkeypatch.setattr(hook_class, "post_forward", offloaded)
+
+
 def _crop_one_short(crop):
     """A rollback that removes one position fewer than asked: the last rejected draft stays in every layer and
     is counted in the cache's length (crop(-k) removes k-1 positions; crop(n), the older form, keeps n+1)."""
@@ -371,6 +401,13 @@ CATALOGUE = {
             "beam search's cache reorder applies the previous step's beam indices",
             "strategies",
             _method_replaced(generation.reorderable_cache_classes, "reorder_cache", _reorder_one_step_late),
+        ),
+        Fault(
+            "cache-offloaded-with-the-weights",
+            "after an offloaded decoder layer's call, accelerate's hook moves the layer's cache to where the weights "
+            "rest (the meta device) and never brings it back",
+            "dispatch",
+            _cache_offloaded_with_the_weights,
         ),
         Fault(
             "storage-reallocated-each-step",

@@ -40,7 +40,7 @@ FORMAT = 1
 # The smallest slice of each suite's parameterisation that still shows every fault: float32 has the tightest
 # tolerance and eager attention is available everywhere. A slice narrows the parameterisation, never the code path.
 PROPERTIES = ("equivalence", "overflow", "sliding_window", "memory", "snapshots", "compiled", "multimodal",
-              "strategies")
+              "strategies", "dispatch")
 SLICES = {prop: ["--device", "cpu", "-k", "float32-cpu-eager"] for prop in PROPERTIES}
 # The compiled suite's checks run without --include-slow on float32 with sdpa only (compilation costs minutes).
 SLICES["compiled"] = ["--device", "cpu", "-k", "float32-cpu-sdpa"]
@@ -57,6 +57,7 @@ SIXTEEN_BIT = {
     "snapshots": "sliding-mask-one-wider",
     "multimodal": "image-features-rolled-when-cached",
     "strategies": "beam-reorder-one-step-late",
+    "dispatch": "cache-offloaded-with-the-weights",
 }
 COMMON_ARGS = ["--hypothesis-profile", "ci"]
 # What a failure message must say for the failure to count as catching the fault: where and how much.
@@ -86,6 +87,10 @@ LOCATIONS = {
     "strategies": re.compile(
         r"^AssertionError: wrong: .*(max abs diff [0-9.e+-]+ exceeds tolerance.*position \d+"
         r"|hypothesis \d+ differs from beam search without cache at position \d+)"
+    ),
+    "dispatch": re.compile(
+        r"after the (prefill of \d+ tokens|decode step \d+): layer \d+ \((sliding|full-attention)\) (keys|values) "
+        r"on \S+, the layer runs on \S+"
     ),
     "compiled": re.compile(
         r"compilations grew with the decode steps: \d+ steps compiled \d+ graph.*decode step \d+ .*recompiled; "

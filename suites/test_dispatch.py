@@ -1,22 +1,38 @@
-"""Models loaded through accelerate's dispatch (from_pretrained(device_map=...)): the static cache where layers run
-on different devices or are offloaded to CPU or disk behind accelerate's hooks. WORK IN PROGRESS (issue 18).
+"""Models loaded as users load large checkpoints, through accelerate's dispatch (from_pretrained(device_map=...)),
+and the static cache's offloaded form.
 
-Scenarios: the whole model on the target's device; one sliding and the first full-attention layer offloaded to disk
-and two more layers to CPU (on a CPU-only machine the CPU layers are offloaded too: accelerate moves their weights
-in for each call). W is the sliding window.
+Dispatch scenarios: the whole model on the target's device; two decoder layers offloaded to disk (one sliding, the
+first full-attention one: their weights rest on the meta device and accelerate's hooks load them for each call) and
+two to CPU (on a CUDA target they are offloaded likewise; on a CPU target they simply stay on CPU); on CUDA with two
+GPUs, every other layer on the second GPU.
+On each: the same weights as the model loaded whole, static-cache decoding past the window W against recomputation
+and the window oracle, each layer's cache on the device the layer runs on after every call, storage that stays put.
+
+The offloaded static cache keeps layers in CPU memory and brings each to the accelerator for its call; it needs an
+accelerator on every release (4.50-5.24 refuse a CPU-only machine), so it runs on CUDA targets only.
 """
 
 import pytest
+import torch
 
 from cache_conformance import adapter, memory
 from cache_conformance.adapter import dispatch
 from cache_conformance.decoding import prefill_and_decode, recompute
 from cache_conformance.window_oracle import follow, static_windows
 
-SCENARIOS = {
-    "whole-model-on-one-device": {},
-    "layers-offloaded-to-cpu-and-disk": {1: "disk", 2: "cpu", 5: "disk", 6: "cpu"},
-}
+DISK_AND_CPU = {1: "disk", 2: "cpu", 5: "disk", 6: "cpu"}
+SCENARIOS = ("whole-model-on-one-device", "layers-offloaded-to-cpu-and-disk", "every-other-layer-on-a-second-gpu")
+
+
+def layer_devices(scenario: str, target, layers: int) -> dict[int, str]:
+    """Layer index -> where the device map puts it (every other layer stays on the target's device)."""
+    if scenario == "layers-offloaded-to-cpu-and-disk":
+        return {layer: device for layer, device in DISK_AND_CPU.items() if layer < layers}
+    if scenario == "every-other-layer-on-a-second-gpu":
+        if target.device != "cuda" or torch.cuda.device_count() < 2:
+            pytest.skip("needs a CUDA target and two CUDA devices")
+        return {layer: "cuda:1" for layer in range(1, layers, 2)}
+    return {}
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +41,11 @@ def dispatched_models(target) -> dict:
 
 
 @pytest.fixture(params=SCENARIOS)
-def dispatched(request, dispatched_models, target, checkpoint_path, tmp_path_factory):
+def dispatched(request, dispatched_models, model, target, checkpoint_path, tmp_path_factory):
     scenario = request.param
     if scenario not in dispatched_models:
-        device_map = dispatch.device_map(checkpoint_path, main=target.device, layer_devices=SCENARIOS[scenario])
+        placed = layer_devices(scenario, target, adapter.text_config(model.config).num_hidden_layers)
+        device_map = dispatch.device_map(checkpoint_path, main=target.device, layer_devices=placed)
         dispatched_models[scenario] = dispatch.load_dispatched(
             checkpoint_path, dtype=target.dtype, attn_implementation=target.attn_implementation, device_map=device_map,
             offload_folder=tmp_path_factory.mktemp(f"offload-{scenario}"),
@@ -52,16 +69,24 @@ def test_device_map_decode_matches_recomputation(dispatched, window, tokens, com
 
 
 def test_device_map_cache_on_each_layers_execution_device(dispatched, window, tokens):
-    prompt = tokens(1, window + 3)
-    cache = adapter.make_static_cache(dispatched, batch_size=1, capacity=prompt.shape[1] + 2)
-    adapter.forward(dispatched, prompt, cache=cache)
-    wrong = []
-    for layer, module in enumerate(dispatch.decoder_layer_modules(dispatched)):
-        runs_on = dispatch.execution_device(module)
-        for kind, tensor in zip(("keys", "values"), adapter.layer_storage(cache, layer), strict=True):
-            if tensor.device.type != runs_on.type:
-                wrong.append(f"layer {layer} {kind} on {tensor.device}, the layer runs on {runs_on}")
-    assert not wrong, "; ".join(wrong)
+    """After the prefill and after each of W decode steps, every layer's keys and values are on the device that
+    layer runs on (an offloaded layer's weights rest elsewhere between calls; its cache must not follow them)."""
+    prompt, steps = tokens(1, window + 3), window
+    cache = adapter.make_static_cache(dispatched, batch_size=1, capacity=prompt.shape[1] + steps)
+    layers = dispatch.decoder_layer_modules(dispatched)
+    sliding = adapter.sliding_layers(dispatched.config)
+    for step in range(steps + 1):
+        where = f"prefill of {prompt.shape[1]} tokens" if step == 0 else f"decode step {step}"
+        start = 0 if step == 0 else prompt.shape[1] + step - 1
+        adapter.forward(dispatched, prompt if step == 0 else prompt[:, -1:], cache=cache, start=start)
+        wrong = [
+            f"layer {layer} ({'sliding' if sliding[layer] else 'full-attention'}) {kind} on {tensor.device}, "
+            f"the layer runs on {dispatch.execution_device(module)}"
+            for layer, module in enumerate(layers)
+            for kind, tensor in zip(("keys", "values"), adapter.layer_storage(cache, layer), strict=True)
+            if tensor.device.type != dispatch.execution_device(module).type
+        ]
+        assert not wrong, f"after the {where}: " + "; ".join(wrong)
 
 
 def test_device_map_cache_storage_stays_put(dispatched, window, tokens):
@@ -72,3 +97,39 @@ def test_device_map_cache_storage_stays_put(dispatched, window, tokens):
     moved = {step: memory.storage_changes(maps[0], later) for step, later in enumerate(maps[1:], start=1)}
     moved = {step: changes for step, changes in moved.items() if changes}
     assert not moved, f"storage moved while decoding: {dict(list(moved.items())[:3])}"
+
+
+@pytest.fixture
+def accelerator_target(target):
+    if target.device != "cuda":
+        pytest.skip("the offloaded static cache moves layers between CUDA and CPU memory with CUDA streams; every "
+                    "release refuses it without CUDA (pin_memory or torch.cuda)")
+    return target
+
+
+def test_offloaded_static_cache_matches_recomputation(accelerator_target, model, window, tokens, compare):
+    prompt, steps = tokens(1, window + 3), 2 * window
+    cache = dispatch.make_offloaded_static_cache(model, batch_size=1, capacity=prompt.shape[1] + steps)
+    sequence = prefill_and_decode(model, cache, prompt, steps, compare, label="offloaded static cache")
+    follower = follow(model, cache, sequence, static_windows(model, window))
+    follower.fed(sequence.shape[1], where=f"after a prefill of {prompt.shape[1]} and {steps} decode steps")
+
+
+def test_offloaded_static_cache_keeps_its_promise_on_the_device(accelerator_target, model, window, tokens):
+    """Between decode steps the accelerator holds no more cache than the release's offloading promises
+    (dispatch.offloaded_cache_device_bytes), where the plain static cache would hold every layer."""
+    prompt, steps = tokens(1, window + 3), 2 * window
+    capacity = prompt.shape[1] + steps
+    promised, whole = dispatch.offloaded_cache_device_bytes(model, batch_size=1, capacity=capacity)
+    sequence = torch.cat([prompt, tokens(1, steps)], dim=1)
+
+    def scenario(reading):
+        cache = dispatch.make_offloaded_static_cache(model, batch_size=1, capacity=capacity)
+        memory.decode(model, cache, sequence, lambda step: reading(), prompt_length=prompt.shape[1])
+
+    held = memory.held_bytes(accelerator_target.device, scenario).series
+    worst = max(held)
+    assert worst <= promised, (
+        f"the device held {worst} bytes after decode step {held.index(worst)} (counted from before the cache); the "
+        f"offloading promises at most {promised} bytes of cache there (the static cache would hold {whole})"
+    )
