@@ -70,6 +70,23 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
+def key(path: Path) -> str:
+    """What reference logits recorded for a checkpoint are kept under: its folder name and a digest of its
+    config.json and every safetensors file, so retrained weights or a changed config never meet old references."""
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weight_file in sorted(path.glob("*.safetensors")):
+        with weight_file.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return f"{path.name}-{digest.hexdigest()[:16]}"
+
+
+def text_window(path: Path) -> int:
+    """The sliding window W that the checkpoint's config.json states (the text config's, for a multimodal one)."""
+    config = json.loads((path / "config.json").read_text())
+    return int(config.get("text_config", config)["sliding_window"])
+
+
 def is_multimodal(path: Path) -> bool:
     return json.loads((path / "config.json").read_text()).get("model_type") in MULTIMODAL_MODEL_TYPES
 

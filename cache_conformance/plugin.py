@@ -55,6 +55,10 @@ def pytest_addoption(parser):
     group = parser.getgroup("cache-conformance")
     group.addoption("--checkpoint", help=f"Gemma 3 checkpoint folder, text or multimodal (default: "
                     f"${checkpoint.ENVIRONMENT_VARIABLE} or the embedded tiny checkpoint)")
+    group.addoption("--reference-folder", type=Path,
+                    help="folder of reference logits (snapshots), kept per checkpoint under <folder>/<checkpoint "
+                    "key>/: record them with --snapshot-update on the release you trust, compare on any other. "
+                    "Default: fixtures/snapshots/ for the embedded checkpoints; other checkpoints have none")
     group.addoption("--device", action="append", choices=targets.DEVICES,
                     help="run on this device only (repeatable); it must be present. Default: every device present "
                     "(absent ones are named, with the reason, in the header and the results file)")
@@ -90,9 +94,15 @@ def pytest_configure(config):
     except checkpoint.CheckpointError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[CHECKPOINT_KEY] = path
-    if path != checkpoint.EMBEDDED:
-        # The recorded snapshots are the embedded checkpoints': with another checkpoint their tests skip, and
-        # syrupy, which does not always count a skipped test's snapshot as kept, must not fail the run on them.
+    folder = config.getoption("reference_folder")
+    if folder is not None:
+        folder = config.option.reference_folder = folder.expanduser().resolve()
+        if folder.exists() and not folder.is_dir():
+            raise pytest.UsageError(f"--reference-folder={folder} is not a directory")
+    if path != checkpoint.EMBEDDED or folder is not None:
+        # The committed snapshots are the embedded checkpoints': with another checkpoint or reference folder their
+        # tests skip or read elsewhere, and syrupy, which does not always count a skipped test's snapshot as kept,
+        # must not fail the run on them.
         config.option.warn_unused_snapshots = True
 
     requested = config.getoption("device")
@@ -389,11 +399,31 @@ def model(target, pytestconfig):
 
 
 @pytest.fixture
-def logits_snapshot(snapshot, target, metrics):
-    """syrupy's snapshot with the tensor extension at this target's tolerance; its max abs diff goes to `metrics`.
-    Only the float32 CPU eager target records on --snapshot-update; every other target compares with it."""
+def logits_snapshot(snapshot, target, metrics, pytestconfig):
+    """syrupy's snapshot of the checkpoint's reference logits, at this target's tolerance (see `_logits_snapshot`)."""
+    return _logits_snapshot(snapshot, target, metrics, pytestconfig, pytestconfig.stash[CHECKPOINT_KEY])
+
+
+@pytest.fixture
+def multimodal_logits_snapshot(snapshot, target, metrics, pytestconfig):
+    """Like `logits_snapshot`, for the checkpoint the multimodal checks load."""
+    return _logits_snapshot(snapshot, target, metrics, pytestconfig,
+                            checkpoint.multimodal_checkpoint(pytestconfig.stash[CHECKPOINT_KEY]))
+
+
+def _logits_snapshot(snapshot, target, metrics, config, checkpoint_path: Path):
+    """syrupy's snapshot with the tensor extension at this target's tolerance, kept in the checkpoint's reference
+    folder; its max abs diff goes to `metrics`. Only the float32 CPU eager target records on --snapshot-update; every
+    other target compares with it. Skips for a checkpoint that has no reference folder."""
+    chosen = config.getoption("reference_folder")
+    folder = snapshots.reference_folder(checkpoint_path, chosen)
+    if folder is None:
+        pytest.skip(f"no reference logits are kept for {checkpoint_path}: choose a folder for them with "
+                    f"--reference-folder=DIR and record them with: {snapshots.update_command(checkpoint_path, Path('DIR'))}")
     tolerance = reference_tolerance_for(target.dtype_name, target.device)
-    assertion = snapshot.use_extension(snapshots.TensorSnapshotExtension.with_tolerance(tolerance))
+    extension = snapshots.TensorSnapshotExtension.configured(tolerance, folder,
+                                                              snapshots.update_command(checkpoint_path, chosen))
+    assertion = snapshot.use_extension(extension)
     assertion.update_snapshots = assertion.update_snapshots and target == snapshots.REFERENCE_TARGET
     assertion.extension.metrics = metrics
     return assertion

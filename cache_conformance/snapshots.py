@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from syrupy.extensions.single_file import SingleFileSnapshotExtension
 
-from cache_conformance import adapter
+from cache_conformance import adapter, checkpoint
 from cache_conformance.decoding import call
 from cache_conformance.targets import Target
 from cache_conformance.tolerances import Tolerance
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = ROOT / "fixtures" / "snapshots"
 REFERENCE_TARGET = Target("float32", "cpu", "eager")  # the target that records; every other compares with it
 UPDATE_COMMAND = "pytest suites/test_snapshots.py suites/test_multimodal.py -k reference -p no:xdist --snapshot-update"
+EMBEDDED_CHECKPOINTS = (checkpoint.EMBEDDED, checkpoint.MULTIMODAL_EMBEDDED)  # whose references are committed
 SYRUPY_DEFAULT_DIRNAME = "__snapshots__"
 WORST_SHOWN = 5
 
@@ -67,6 +69,21 @@ def reference_run(model, prompt: torch.Tensor, steps: int, continuation: torch.T
         "prefill": prefill.float().cpu(),
         "decode": torch.cat(decoded).float().cpu(),
     }
+
+
+def reference_folder(checkpoint_path: Path, chosen: Path | None) -> Path | None:
+    """Where the reference logits of `checkpoint_path` are kept: <chosen>/<checkpoint key>/ when the user chose a
+    folder (--reference-folder), fixtures/snapshots/ for the embedded checkpoints, else None (none are kept)."""
+    if chosen is not None:
+        return chosen / checkpoint.key(checkpoint_path)
+    return SNAPSHOTS if checkpoint_path in EMBEDDED_CHECKPOINTS else None
+
+
+def update_command(checkpoint_path: Path, chosen: Path | None) -> str:
+    """The command that records (or re-records) the reference logits kept in reference_folder(...)."""
+    if chosen is None:
+        return UPDATE_COMMAND
+    return (f"{UPDATE_COMMAND} --checkpoint={checkpoint_path} --reference-folder={chosen}")
 
 
 def provenance() -> str:
@@ -159,26 +176,28 @@ def compare_tensors(
     )
 
 
-def read_tensors(data: bytes, source: str) -> dict[str, torch.Tensor]:
-    """The tensors of a snapshot file's bytes; a SnapshotFileError names `source` and the command that rewrites it."""
+def read_tensors(data: bytes, source: str, command: str = UPDATE_COMMAND) -> dict[str, torch.Tensor]:
+    """The tensors of a snapshot file's bytes; a SnapshotFileError names `source` and the `command` that rewrites
+    it."""
     try:
         return load_tensors(data)
     except (SafetensorError, ValueError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SnapshotFileError(
-            f"{source} is unreadable ({reason}); rewrite it with: {UPDATE_COMMAND}"
-        ) from None
+        raise SnapshotFileError(f"{source} is unreadable ({reason}); rewrite it with: {command}") from None
 
 
 class TensorSnapshotExtension(SingleFileSnapshotExtension):
-    """One safetensors file per snapshot under fixtures/snapshots/<test file>/, compared within `tolerance`.
+    """One safetensors file per snapshot under <reference folder>/<test file>/, compared within `tolerance`.
 
     Snapshot names leave out the target (dtype, device, attention): every target compares against the one
-    reference recorded on float32 CPU. Use `with_tolerance` to get the extension for a target's tolerance.
+    reference recorded on float32 CPU. Use `configured` to get the extension for a target's tolerance and a
+    checkpoint's reference folder.
     """
 
     file_extension = "safetensors"
     tolerance = Tolerance(atol=0.0, rtol=0.0, greedy_tokens_identical=True)
+    folder = SNAPSHOTS  # the checkpoint's reference folder (snapshots.reference_folder)
+    command = UPDATE_COMMAND  # the command that records into `folder`
 
     def __init__(self):
         self.metrics: dict = {}  # the latest comparison's figures; a test may bind this to its results metrics
@@ -191,7 +210,7 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
     def matches(self, *, serialized_data: bytes, snapshot_data: bytes) -> bool:
         actual = load_tensors(serialized_data)
         try:
-            expected = read_tensors(snapshot_data, "the recorded snapshot")
+            expected = read_tensors(snapshot_data, "the recorded snapshot", self.command)
         except SnapshotFileError as error:  # unreadable: a mismatch, so that --snapshot-update rewrites it
             self.mismatches = [str(error)]
             return False
@@ -219,10 +238,10 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
 
     @classmethod
     def dirname(cls, *, test_location) -> str:
-        """fixtures/snapshots/<test file>/, or <folder>/<test file>/ when --snapshot-dirname names another folder
+        """<reference folder>/<test file>/, or <folder>/<test file>/ when --snapshot-dirname names another folder
         than syrupy's default (the project's tests record into a temporary one)."""
         if str(cls.snapshot_dirname) == SYRUPY_DEFAULT_DIRNAME:
-            return str(SNAPSHOTS / test_location.basename)
+            return str(cls.folder / test_location.basename)
         return str(Path(test_location.filepath).parent / cls.snapshot_dirname / test_location.basename)
 
     @classmethod
@@ -240,17 +259,33 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
 
     @classmethod
     @functools.cache
-    def with_tolerance(cls, tolerance: Tolerance) -> type[TensorSnapshotExtension]:
-        """The extension comparing within `tolerance` (one class per tolerance: syrupy instantiates classes)."""
-        return type(cls.__name__, (cls,), {"tolerance": tolerance})
+    def configured(cls, tolerance: Tolerance, folder: Path, command: str) -> type[TensorSnapshotExtension]:
+        """The extension comparing within `tolerance` with the references in `folder`, recorded by `command` (one
+        class per setting: syrupy instantiates classes)."""
+        return type(cls.__name__, (cls,), {"tolerance": tolerance, "folder": folder, "command": command})
 
 
-def recorded(snapshot) -> dict[str, torch.Tensor] | None:
-    """The tensors recorded for a syrupy `snapshot` assertion using this extension, or None if none are."""
-    location = snapshot.extension.get_location(test_location=snapshot.test_location, index=snapshot.index)
+def recorded(snapshot) -> dict[str, torch.Tensor]:
+    """The tensors recorded for a syrupy `snapshot` assertion using this extension. SnapshotFileError, with the
+    command that records them, when there are none or they cannot be read."""
+    extension = snapshot.extension
+    location = extension.get_location(test_location=snapshot.test_location, index=snapshot.index)
     if not Path(location).exists():
+        raise SnapshotFileError(f"no reference logits recorded at {_shown(location)}; record them, on the release "
+                                f"you trust, with: {extension.command}")
+    return read_tensors(Path(location).read_bytes(), f"snapshot file {_shown(location)}", extension.command)
+
+
+def reference_for(snapshot) -> dict[str, torch.Tensor] | None:
+    """What a test compares with: the recorded tensors, or None while recording (--snapshot-update on the target
+    that records). A missing or unreadable recording fails the test with one line saying how to record it."""
+    if snapshot.update_snapshots:
         return None
-    return read_tensors(Path(location).read_bytes(), f"snapshot file {_shown(location)}")
+    try:
+        return recorded(snapshot)
+    except SnapshotFileError as error:
+        problem = str(error)
+    pytest.fail(problem, pytrace=False)
 
 
 def _shown(location: str) -> str:

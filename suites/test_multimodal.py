@@ -9,7 +9,7 @@ position inside one layer and grade which outputs move, on each path.
 
 import pytest
 
-from cache_conformance import adapter, checkpoint, images, memory, overflow
+from cache_conformance import adapter, images, memory, overflow
 from cache_conformance.decoding import (
     call,
     chunks_against_recomputation,
@@ -19,7 +19,7 @@ from cache_conformance.decoding import (
     prefill_and_decode,
 )
 from cache_conformance.images import place_images
-from cache_conformance.snapshots import SnapshotFileError, recorded, reference_run
+from cache_conformance.snapshots import reference_for, reference_run
 from cache_conformance.window_oracle import attention_output_changes, feed_chunks, follow, static_windows
 
 IMAGE_SEED = 1234  # pixel values; the tokens around the images come from the `tokens` fixture
@@ -268,17 +268,13 @@ REFERENCE_STEPS = 12
 
 
 def test_multimodal_logits_match_the_recorded_reference(multimodal_model, window, multimodal_recorded_tokens,
-                                                        logits_snapshot, checkpoint_path):
+                                                        multimodal_logits_snapshot):
     """Prefill and decode logits with two images in a prompt longer than the window, against logits recorded once
-    (float32, CPU, eager, newest release): catches a change that moves the cached path and recomputation alike."""
-    if checkpoint.multimodal_checkpoint(checkpoint_path) != checkpoint.MULTIMODAL_EMBEDDED:
-        pytest.skip("reference logits are recorded for the embedded multimodal checkpoint only")
+    (float32, CPU, eager): catches a change that moves the cached path and recomputation alike."""
+    logits_snapshot = multimodal_logits_snapshot
     starts, length = image_at(multimodal_model, window)["two-images"]
     prompt, placed = image_prompt(multimodal_model, multimodal_recorded_tokens, starts, length)
-    try:
-        reference = None if logits_snapshot.update_snapshots else recorded(logits_snapshot)
-    except SnapshotFileError as error:
-        pytest.fail(str(error), pytrace=False)
+    reference = reference_for(logits_snapshot)
     fits = reference is not None and reference["tokens"].shape == (length + REFERENCE_STEPS,)
     continuation = reference["tokens"][length:] if fits else None
     assert logits_snapshot == reference_run(multimodal_model, prompt, REFERENCE_STEPS, continuation, images=placed)

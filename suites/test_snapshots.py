@@ -2,41 +2,38 @@
 
 Equality with recomputation cannot see a change that moves the cached path and recomputation the same way (a
 changed mask, RoPE or scaling). These tests compare every release, dtype, device and attention implementation
-with logits recorded once, on the newest release in float32 on CPU with eager attention, and kept as syrupy
-snapshots under fixtures/snapshots/ (cache_conformance/snapshots.py): for a few fixed prompts to the embedded
-checkpoint, the prefill logits and the logits of DECODE_STEPS decode steps with the static cache, far past the
-sliding window. Each dtype compares with its tolerance against a float32 reference
-(tolerances.reference_tolerance_for); in float32 each step's greedy choice must also be the recorded token.
+with logits recorded once, in float32 on CPU with eager attention, and kept as syrupy snapshots
+(cache_conformance/snapshots.py): for three prompts (shorter than, as long as and longer than the window W that the
+checkpoint's config.json states), the prefill logits and the logits of DECODE_STEPS decode steps with the static
+cache. Each dtype compares with its tolerance against a float32 reference (tolerances.reference_tolerance_for); in
+float32 each step's greedy choice must also be the recorded token.
 
+The embedded checkpoint's references are committed under fixtures/snapshots/, recorded on the newest release.
 Record, or re-record after a deliberate change (with the multimodal snapshots):
     pytest suites/test_snapshots.py suites/test_multimodal.py -k reference -p no:xdist --snapshot-update
+Any other checkpoint's are kept in a folder you choose, under a key made from its config and weights: add
+--checkpoint=PATH --reference-folder=DIR to that command on the release you trust, and compare on another with
+    pytest suites/test_snapshots.py suites/test_multimodal.py -k reference --checkpoint=PATH --reference-folder=DIR
 """
 
 import pytest
 import torch
 
 from cache_conformance import checkpoint
-from cache_conformance.snapshots import SnapshotFileError, greedy_choices, recorded, reference_run
+from cache_conformance.snapshots import greedy_choices, reference_for, reference_run
 
-# Fixed lengths, not read from the model: the embedded checkpoint's window is 8, and a model whose window changed
-# must be compared on the same sequences (and fail on its logits).
-PROMPT_LENGTHS = {"prompt-5-shorter-than-window": 5, "prompt-8-equal-to-window": 8, "prompt-13-longer-than-window": 13}
+# Prompt lengths as offsets from the window the checkpoint's config.json states, not the loaded model's: a release
+# that reads the window differently must be compared on the same sequences (and fail on its logits). The embedded
+# checkpoint's W is 8: prompts of 5, 8 and 13 tokens.
+PROMPTS = {"prompt-shorter-than-window": -3, "prompt-equal-to-window": 0, "prompt-longer-than-window": 5}
 DECODE_STEPS = 20
 
 
-@pytest.fixture(autouse=True)
-def embedded_checkpoint_only(checkpoint_path):
-    if checkpoint_path != checkpoint.EMBEDDED:
-        pytest.skip("reference logits are recorded for the embedded checkpoint only")
-
-
-@pytest.mark.parametrize("prompt_length", PROMPT_LENGTHS.values(), ids=PROMPT_LENGTHS.keys())
-def test_logits_match_the_recorded_reference(model, recorded_tokens, logits_snapshot, prompt_length):
+@pytest.mark.parametrize("offset", PROMPTS.values(), ids=PROMPTS.keys())
+def test_logits_match_the_recorded_reference(model, recorded_tokens, logits_snapshot, checkpoint_path, offset):
+    prompt_length = max(1, checkpoint.text_window(checkpoint_path) + offset)
     prompt = recorded_tokens(1, prompt_length)  # --seed changes every other suite's tokens, not the recorded ones
-    try:
-        reference = None if logits_snapshot.update_snapshots else recorded(logits_snapshot)
-    except SnapshotFileError as error:
-        pytest.fail(str(error), pytrace=False)
+    reference = reference_for(logits_snapshot)
     fits = reference is not None and reference["tokens"].shape == (prompt_length + DECODE_STEPS,)
     # Decode the recorded tokens where there are some, greedily otherwise (a misfit then fails on its shape).
     run = reference_run(model, prompt, DECODE_STEPS, reference["tokens"][prompt_length:] if fits else None)

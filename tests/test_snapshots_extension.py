@@ -2,6 +2,7 @@
 (regeneration byte for byte, a truncated file, --snapshot-update under xdist) on the real snapshot suite."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from cache_conformance import checkpoint
 from cache_conformance.snapshots import (
     SNAPSHOTS,
+    UPDATE_COMMAND,
     SnapshotFileError,
     TensorSnapshotExtension,
     provenance,
@@ -22,7 +25,8 @@ from cache_conformance.tolerances import Tolerance
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = sorted((SNAPSHOTS / "test_snapshots").glob("*.safetensors"))
 REFERENCE_SLICE = ["suites/test_snapshots.py", "--device", "cpu", "-k", "float32-cpu-eager"]
-EXTENSION = TensorSnapshotExtension.with_tolerance(Tolerance(atol=0.1, rtol=0.0, greedy_tokens_identical=False))
+EXTENSION = TensorSnapshotExtension.configured(Tolerance(atol=0.1, rtol=0.0, greedy_tokens_identical=False),
+                                               SNAPSHOTS, UPDATE_COMMAND)
 
 
 def compared(actual: dict, expected: dict):
@@ -143,3 +147,49 @@ def test_snapshot_update_is_refused_under_xdist():
 def test_another_seed_leaves_the_recorded_prompts_alone(run_suites):
     code, output, _ = run_suites(*REFERENCE_SLICE, "--seed", "7")
     assert code == 0, output
+
+
+OTHER_SLICE = ["suites/test_snapshots.py", "--device", "cpu", "-k", "float32-cpu-eager",
+               f"--checkpoint={checkpoint.OTHER_EMBEDDED}"]
+
+
+def test_another_checkpoints_references_are_recorded_under_its_key_then_compared(run_suites, tmp_path):
+    folder = tmp_path / "references"
+    code, output, _ = run_suites(*OTHER_SLICE, f"--reference-folder={folder}", "--snapshot-update")
+    assert code == 0, output
+    kept = folder / checkpoint.key(checkpoint.OTHER_EMBEDDED) / "test_snapshots"
+    assert len(list(kept.glob("*.safetensors"))) == 3, output
+    code, output, results = run_suites(*OTHER_SLICE, f"--reference-folder={folder}")
+    assert code == 0, output
+    assert [t["outcome"] for t in results["tests"]] == ["passed"] * 3
+
+
+def test_another_checkpoint_without_recorded_references_fails_with_the_record_command(run_suites, tmp_path):
+    folder = tmp_path / "empty"
+    code, output, results = run_suites(*OTHER_SLICE, f"--reference-folder={folder}")
+    assert code == 1, output
+    message = results["tests"][0]["message"]
+    assert "\n" not in message and message.startswith("Failed: no reference logits recorded at"), message
+    assert message.endswith(f"--snapshot-update --checkpoint={checkpoint.OTHER_EMBEDDED} --reference-folder={folder}")
+    assert "Traceback" not in output and "During handling" not in output
+
+
+def test_another_checkpoint_without_a_reference_folder_skips_saying_how_to_record(run_suites):
+    code, output, results = run_suites(*OTHER_SLICE, "-rs")
+    assert code == 0, output
+    assert {t["outcome"] for t in results["tests"]} == {"skipped"}
+    assert "choose a folder for them with --reference-folder=DIR" in output
+
+
+def test_the_key_changes_with_any_weight_byte_and_with_the_config(tmp_path):
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint.OTHER_EMBEDDED, copy)
+    first = checkpoint.key(copy)
+    weights = next(copy.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    second = checkpoint.key(copy)
+    (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
+    assert len({first, second, checkpoint.key(copy)}) == 3
+    assert first.startswith("checkpoint-")
