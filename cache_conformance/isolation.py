@@ -1,5 +1,5 @@
 """Run a scenario that may take its own process down (a CUDA device-side assert poisons the process: every later
-CUDA call fails) in a child process, and say what it did. WORK IN PROGRESS (issue 18).
+CUDA call fails) in a child process, and say what it did.
 
 The child runs `scenario(*args)` and sends back either its return value or the exception it raised (type and
 message). A child that dies without sending anything (an abort, a signal, a device-side assert that ends the
@@ -9,6 +9,7 @@ interpreter) is reported as a death with its exit code or signal: the parent goe
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,23 +33,34 @@ class Isolated:
     def raised(self) -> bool:
         return self.error_type is not None
 
+    def death(self) -> str:
+        """How the process ended: "signal SIGABRT", "exit code 3"."""
+        return f"signal {signal.Signals(-self.exit_code).name}" if self.exit_code < 0 else f"exit code {self.exit_code}"
+
     def describe(self) -> str:
         if self.died:
-            how = f"signal {signal.Signals(-self.exit_code).name}" if self.exit_code < 0 else f"exit code {self.exit_code}"
-            return f"the process died ({how}) without an exception it could report"
+            return f"the process died ({self.death()}) without an exception it could report"
         if self.raised:
             return f"{self.error_type}: {self.error_message}"
         return f"returned {self.value!r}"
 
 
 def _child(connection, scenario, args) -> None:
+    # Plain pickle bytes: torch's multiprocessing pickler would pass tensors as shared-memory handles, which die
+    # with this process before the parent opens them.
     try:
         value = scenario(*args)
     except BaseException as error:  # noqa: BLE001 - reported to the parent, whatever it is
-        connection.send(("raised", f"{type(error).__module__}.{type(error).__qualname__}", str(error)))
+        connection.send_bytes(pickle.dumps(("raised", f"{type(error).__module__}.{type(error).__qualname__}",
+                                            str(error))))
     else:
-        connection.send(("returned", value))
+        connection.send_bytes(pickle.dumps(("returned", value)))
     connection.close()
+
+
+def needed(device: str) -> bool:
+    """Whether an overflow on `device` can take its process down with it: a CUDA device-side assert does."""
+    return device == "cuda"
 
 
 def run_isolated(scenario: Callable, *args, timeout_s: float = 600) -> Isolated:
@@ -61,7 +73,7 @@ def run_isolated(scenario: Callable, *args, timeout_s: float = 600) -> Isolated:
     message = None
     if receive.poll(timeout_s):
         try:
-            message = receive.recv()
+            message = pickle.loads(receive.recv_bytes())
         except EOFError:  # the child died before sending anything
             message = None
     child.join(timeout=30)
@@ -73,15 +85,3 @@ def run_isolated(scenario: Callable, *args, timeout_s: float = 600) -> Isolated:
     if message[0] == "raised":
         return Isolated(error_type=message[1], error_message=message[2], exit_code=child.exitcode)
     return Isolated(value=message[1], exit_code=child.exitcode)
-
-
-def overflow_grades(result: Isolated) -> dict[str, str]:
-    """The overflow suite's grades for a scenario run in a child: raises (yes when it raised or died: a
-    device-side assert is an error, not silent corruption); clear (no when it died: an assert names neither the
-    cache nor the lengths; else graded from the message as usual, left to the caller); intact (unknown when it
-    died: the cache died with the process)."""
-    if result.died:
-        return {"raises": "yes", "clear": "no (the process died)", "intact": "unknown (the cache died with the process)"}
-    if result.raised:
-        return {"raises": "yes", "clear": "graded from the message", "intact": "graded from the cache"}
-    return {"raises": "no", "clear": "no", "intact": "graded from the cache"}

@@ -68,6 +68,9 @@ def pytest_addoption(parser):
     group.addoption("--results-file", type=Path,
                     help="where to write the JSON results (default: reports/results/transformers-<version>.json)")
     group.addoption("--seed", type=int, default=0, help="seed for the token sequences (default 0)")
+    group.addoption("--isolate-overflows", action="store_true",
+                    help="run each overflow scenario in a child process on every device (always done on CUDA, "
+                    "where a device-side assert poisons the process it happens in)")
     group.addoption("--include-slow", action="store_true",
                     help="also run the checks marked slow (compilation and export on every target); by default "
                     "they are deselected, except on the targets their marker names")

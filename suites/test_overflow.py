@@ -7,7 +7,10 @@ scenario is graded by four separately reported checks:
   capacity and the requested length, not a low-level error from inside the cache or attention;
 - intact: after the failed call, every layer's keys and values and the reported length are unchanged;
 - recoverable: after reset(), the same cache serves a fresh prompt exactly like recomputation.
-Each scenario's overflowing call runs once per target; the four checks grade that one call.
+Each scenario's overflowing call runs once per target; the four checks grade that one call. On CUDA (or anywhere
+with --isolate-overflows) it runs in a child process, because a device-side assert poisons the process it happens
+in: a child that dies or whose device fails after the call grades raises yes, clear from its error (no when it
+died), intact unknown (a skip that says so) and recoverable no; the rest of the run goes on.
 No release has a generate() path whose own static cache is sized below what it generates: generate() sizes that
 cache for the request, so that path is checked for never overflowing (test_overflow_never_from_generates_own_cache).
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from cache_conformance import adapter, overflow
+from cache_conformance import adapter, isolation, overflow
 from cache_conformance.decoding import generation_against_recomputation, prefill_and_decode
 
 
@@ -72,10 +75,11 @@ SCENARIOS = {
 
 @dataclass
 class OverflowRun:
-    cache: object
+    cache: object  # None when the overflow ran in a child process
     capacity: int
     requested: set[int]
     result: overflow.Attempt
+    recovery_failure: str | None = None  # from the child process, which checked recovery itself
 
 
 @pytest.fixture(scope="session")
@@ -86,15 +90,19 @@ def overflow_runs(target) -> dict[str, OverflowRun]:
 
 
 @pytest.fixture(params=SCENARIOS)
-def overflowed(request, overflow_runs, model, window, named_tokens, metrics) -> OverflowRun:
+def overflowed(request, overflow_runs, model, window, named_tokens, metrics, target, checkpoint_path) -> OverflowRun:
     scenario = request.param
     if scenario not in overflow_runs:
         capacity = capacity_for(window)
-        cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
         sequence = named_tokens(f"overflow {scenario}")(1, capacity + 4)
-        call, requested = SCENARIOS[scenario](model, cache, sequence, capacity, window)
-        overflow_runs[scenario] = OverflowRun(cache, capacity, requested,
-                                              overflow.attempt(call, lambda: overflow.cache_state(cache)))
+        if isolation.needed(target.device) or request.config.getoption("isolate_overflows"):
+            overflow_runs[scenario] = overflow_in_a_child(SCENARIOS[scenario], checkpoint_path, target, sequence,
+                                                          capacity, recovery_prompt=named_tokens(scenario)(1, window + 1))
+        else:
+            cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
+            call, requested = SCENARIOS[scenario](model, cache, sequence, capacity, window)
+            overflow_runs[scenario] = OverflowRun(cache, capacity, requested,
+                                                  overflow.attempt(call, lambda: overflow.cache_state(cache)))
     run = overflow_runs[scenario]
     metrics.update(
         capacity=run.capacity,
@@ -103,6 +111,18 @@ def overflowed(request, overflow_runs, model, window, named_tokens, metrics) -> 
         exception_message=str(run.result.error)[:500] if run.result.error else None,
     )
     return run
+
+
+def overflow_in_a_child(scenario, checkpoint_path, target, sequence, capacity, *, recovery_prompt) -> OverflowRun:
+    isolated = isolation.run_isolated(overflow.attempt_in_child, checkpoint_path, target, scenario, sequence.cpu(),
+                                      capacity, recovery_prompt.cpu())
+    if isolated.died:
+        outcome = overflow.lost_in_child(isolated.death())
+    elif isolated.raised:  # the harness failed in the child (loading, filling the cache): not a grade
+        raise RuntimeError(f"the overflow scenario's child process raised {isolated.describe()}")
+    else:
+        outcome = isolated.value
+    return OverflowRun(None, capacity, outcome.requested, outcome.result, outcome.recovery_failure)
 
 
 def test_overflow_raises(overflowed):
@@ -116,11 +136,17 @@ def test_overflow_error_is_clear(overflowed):
 
 
 def test_overflow_leaves_the_cache_intact(overflowed):
+    unknown = overflow.intact_unknown(overflowed.result)
+    if unknown:
+        pytest.skip(f"intact: {unknown}")
     failure = overflow.intact_failure(overflowed.result)
     assert failure is None, failure
 
 
 def test_overflow_cache_is_recoverable_after_reset(overflowed, model, window, tokens, compare):
+    if overflowed.cache is None:  # the child process checked it, or died with the cache
+        assert overflowed.recovery_failure is None, overflowed.recovery_failure
+        return
     adapter.reset(overflowed.cache)
     prompt = tokens(1, window + 1)
     prefill_and_decode(model, overflowed.cache, prompt, overflowed.capacity - prompt.shape[1], compare, label="after reset()")
