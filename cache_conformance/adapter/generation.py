@@ -8,6 +8,7 @@ these functions call each strategy the same way on every release and let it rais
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import torch
@@ -133,3 +134,25 @@ class _ErrorsLogged(logging.Handler):
 
     def emit(self, record):
         self.messages.append(record.getMessage())
+
+
+# ---- quantized caches (cache_implementation="quantized", the optimum-quanto backend) ----
+
+QUANTIZED_BACKEND = "quanto"  # optimum-quanto, which installs from PyPI; every release 4.50-5.24 names it so
+
+
+def quantized_cache_problem() -> str | None:
+    """Why generate() cannot be asked for a quantized cache here, or None."""
+    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.quanto") is None:
+        return "the quantized cache's backend is not installed (pip install optimum-quanto)"
+    return None
+
+
+def generate_with_quantized_cache(model, input_ids, *, max_new_tokens: int, nbits: int, residual_length: int,
+                                  group_size: int):
+    """Greedy generate() with the quantized cache: keys and values kept as `nbits`-bit integers in groups of
+    `group_size`, the newest `residual_length` positions in full precision until they are quantized too."""
+    config = {"backend": QUANTIZED_BACKEND, "nbits": nbits, "residual_length": residual_length,
+              "q_group_size": group_size}
+    return generate_without_sampling(model, input_ids, max_new_tokens=max_new_tokens,
+                                     cache_implementation="quantized", cache_config=config)

@@ -1,0 +1,63 @@
+"""The quantized cache (generate(cache_implementation="quantized"), optimum-quanto backend) with Gemma 3's sliding
+layers: decoding past the window W either stays within a stated tolerance of recomputation without any cache, or
+the release refuses clearly; a crash or silent garbage fails (graded as in the strategies suite: correct, refused
+clearly, crashed, wrong).
+
+4-bit keys and values cannot match recomputation elementwise. The tolerance is on the shape of each decode step's
+logits: their correlation over the vocabulary with recomputation's must be at least
+tolerances.QUANTIZED_MIN_CORRELATION (4-bit noise stays above 0.87 on the embedded checkpoint; a lost prompt or a
+missing window falls to 0.34 or below). Positive control, in the same run: recomputation of the decoded tokens
+without the prompt (a cache that lost what it held) must fall below the bound at some step.
+"""
+
+import pytest
+import torch
+
+from cache_conformance import adapter, strategies
+from cache_conformance.adapter import generation
+from cache_conformance.decoding import recompute
+from cache_conformance.tolerances import QUANTIZED_MIN_CORRELATION
+
+QUANTIZATION = {"nbits": 4, "residual_length": 2, "group_size": 16}  # residual 2: almost everything is quantized
+SUBJECTS = ("quantiz", "cache", "sliding")
+
+
+def correlation(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation over the last dimension (the vocabulary), one per step."""
+    logits, reference = (x.float() - x.float().mean(dim=-1, keepdim=True) for x in (logits, reference))
+    return (logits * reference).sum(dim=-1) / (logits.norm(dim=-1) * reference.norm(dim=-1))
+
+
+def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, window, tokens, metrics):
+    problem = generation.quantized_cache_problem()
+    if problem:
+        pytest.skip(problem)
+    prompt, steps = tokens(1, window + 3), 2 * window
+    length = prompt.shape[1]
+    try:
+        with strategies.graded(metrics, subjects=SUBJECTS):
+            output = generation.generate_with_quantized_cache(model, prompt, max_new_tokens=steps, **QUANTIZATION)
+            sequence, cached = output.sequences, adapter.step_logits(output)
+            reference = recompute(model, sequence)[:, length - 1 : length - 1 + cached.shape[1]]
+            per_step = correlation(cached, reference)[0]
+            metrics.update(min_correlation=float(per_step.min()), bound=QUANTIZED_MIN_CORRELATION,
+                           max_abs_diff=float((cached.float() - reference.float()).abs().max()))
+
+            lost = correlation(recompute(model, sequence[:, length:])[:, :-1], reference[:, 1:])[0]
+            metrics["control_min_correlation"] = float(lost.min())
+            assert lost.min() < QUANTIZED_MIN_CORRELATION, (
+                f"INVALID (not a pass): recomputation without the prompt still correlates {float(lost.min()):.3g} or "
+                f"more with recomputation, above the bound {QUANTIZED_MIN_CORRELATION}: the check could not see a "
+                f"cache that lost what it held"
+            )
+            for step, value in enumerate(per_step.tolist(), start=1):
+                assert value >= QUANTIZED_MIN_CORRELATION, (
+                    f"quantized cache, {QUANTIZATION['nbits']}-bit: decode step {step} (position {length + step - 1}, "
+                    f"{length + step} tokens seen): the logits correlate {value:.3g} with recomputation's, below the "
+                    f"bound {QUANTIZED_MIN_CORRELATION} (max abs diff "
+                    f"{float((cached - reference)[0, step - 1].float().abs().max()):.3g})"
+                )
+    except AssertionError:
+        if metrics.get("outcome") == "refused clearly":
+            return  # a clear refusal conforms
+        raise
