@@ -1,10 +1,10 @@
 """Models loaded as users load large checkpoints, through accelerate's dispatch (from_pretrained(device_map=...)),
 and the static cache's offloaded form.
 
-Dispatch scenarios: the whole model on the target's device; two decoder layers offloaded to disk (one sliding, the
-first full-attention one: their weights rest on the meta device and accelerate's hooks load them for each call) and
-two to CPU (on a CUDA target they are offloaded likewise; on a CPU target they simply stay on CPU); on CUDA with two
-GPUs, every other layer on the second GPU.
+Dispatch scenarios: the whole model on the target's device; layer 1 (sliding) and the first full-attention layer
+offloaded to disk (their weights rest on the meta device and accelerate's hooks load them for each call) and the
+layer after each to CPU (on a CUDA target offloaded likewise; on a CPU target they simply stay on CPU); on CUDA with
+two GPUs, every other layer on the second GPU.
 On each: the same weights as the model loaded whole, static-cache decoding past the window W against recomputation
 and the window oracle, each layer's cache on the device the layer runs on after every call, storage that stays put.
 
@@ -20,14 +20,17 @@ from cache_conformance.adapter import dispatch
 from cache_conformance.decoding import prefill_and_decode, recompute
 from cache_conformance.window_oracle import follow, static_windows
 
-DISK_AND_CPU = {1: "disk", 2: "cpu", 5: "disk", 6: "cpu"}
 SCENARIOS = ("whole-model-on-one-device", "layers-offloaded-to-cpu-and-disk", "every-other-layer-on-a-second-gpu")
 
 
-def layer_devices(scenario: str, target, layers: int) -> dict[int, str]:
-    """Layer index -> where the device map puts it (every other layer stays on the target's device)."""
+def layer_devices(scenario: str, target, sliding: list[bool]) -> dict[int, str]:
+    """Layer index -> where the device map puts it (every other layer stays on the target's device). `sliding`:
+    whether each layer is a sliding one."""
+    layers = len(sliding)
     if scenario == "layers-offloaded-to-cpu-and-disk":
-        return {layer: device for layer, device in DISK_AND_CPU.items() if layer < layers}
+        first_full = sliding.index(False)
+        placed = {1: "disk", 2: "cpu", first_full: "disk", first_full + 1: "cpu"}
+        return {layer: device for layer, device in placed.items() if layer < layers}
     if scenario == "every-other-layer-on-a-second-gpu":
         if target.device != "cuda" or torch.cuda.device_count() < 2:
             pytest.skip("needs a CUDA target and two CUDA devices")
@@ -44,7 +47,7 @@ def dispatched_models(target) -> dict:
 def dispatched(request, dispatched_models, model, target, checkpoint_path, tmp_path_factory):
     scenario = request.param
     if scenario not in dispatched_models:
-        placed = layer_devices(scenario, target, adapter.text_config(model.config).num_hidden_layers)
+        placed = layer_devices(scenario, target, adapter.sliding_layers(model.config))
         device_map = dispatch.device_map(checkpoint_path, main=target.device, layer_devices=placed)
         dispatched_models[scenario] = dispatch.load_dispatched(
             checkpoint_path, dtype=target.dtype, attn_implementation=target.attn_implementation, device_map=device_map,
