@@ -28,6 +28,8 @@ SUITE_TITLES = {  # the order of the matrix's row groups; a suite not listed her
     "compiled": "compiled and exported decoding",
     "multimodal": "the multimodal model (images in the prompt)",
     "strategies": "generation strategies (assisted, prompt lookup, beam search, crop, batching)",
+    "dispatch": "models as users load them: accelerate dispatch and offloaded caches",
+    "quantized_cache": "the quantized cache",
     "deprecations": "deprecations (ordinary calls still work)",
     "checkpoint": "checkpoint",
 }
