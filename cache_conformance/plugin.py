@@ -404,22 +404,25 @@ def model(target, pytestconfig):
 @pytest.fixture
 def logits_snapshot(snapshot, target, metrics, pytestconfig):
     """syrupy's snapshot of the checkpoint's reference logits, at this target's tolerance (see `_logits_snapshot`)."""
-    return _logits_snapshot(snapshot, target, metrics, pytestconfig, pytestconfig.stash[CHECKPOINT_KEY])
+    return _logits_snapshot(snapshot, target, metrics, pytestconfig, pytestconfig.stash[CHECKPOINT_KEY],
+                            committed_for=checkpoint.EMBEDDED)
 
 
 @pytest.fixture
 def multimodal_logits_snapshot(snapshot, target, metrics, pytestconfig):
     """Like `logits_snapshot`, for the checkpoint the multimodal checks load."""
     return _logits_snapshot(snapshot, target, metrics, pytestconfig,
-                            checkpoint.multimodal_checkpoint(pytestconfig.stash[CHECKPOINT_KEY]))
+                            checkpoint.multimodal_checkpoint(pytestconfig.stash[CHECKPOINT_KEY]),
+                            committed_for=checkpoint.MULTIMODAL_EMBEDDED)
 
 
-def _logits_snapshot(snapshot, target, metrics, config, checkpoint_path: Path):
+def _logits_snapshot(snapshot, target, metrics, config, checkpoint_path: Path, *, committed_for: Path):
     """syrupy's snapshot with the tensor extension at this target's tolerance, kept in the checkpoint's reference
     folder; its max abs diff goes to `metrics`. Only the float32 CPU eager target records on --snapshot-update; every
-    other target compares with it. Skips for a checkpoint that has no reference folder."""
+    other target compares with it. Skips for a checkpoint that has no reference folder (the committed references
+    are `committed_for`'s)."""
     chosen = config.getoption("reference_folder")
-    folder = snapshots.reference_folder(checkpoint_path, chosen)
+    folder = snapshots.reference_folder(checkpoint_path, chosen, committed_for)
     if folder is None:
         pytest.skip(f"no reference logits are kept for {checkpoint_path}: choose a folder for them with "
                     f"--reference-folder=DIR and record them with: {snapshots.update_command(checkpoint_path, Path('DIR'))}")

@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = ROOT / "fixtures" / "snapshots"
 REFERENCE_TARGET = Target("float32", "cpu", "eager")  # the target that records; every other compares with it
 UPDATE_COMMAND = "pytest suites/test_snapshots.py suites/test_multimodal.py -k reference -p no:xdist --snapshot-update"
-EMBEDDED_CHECKPOINTS = (checkpoint.EMBEDDED, checkpoint.MULTIMODAL_EMBEDDED)  # whose references are committed
 SYRUPY_DEFAULT_DIRNAME = "__snapshots__"
 WORST_SHOWN = 5
 
@@ -71,12 +70,13 @@ def reference_run(model, prompt: torch.Tensor, steps: int, continuation: torch.T
     }
 
 
-def reference_folder(checkpoint_path: Path, chosen: Path | None) -> Path | None:
+def reference_folder(checkpoint_path: Path, chosen: Path | None, committed_for: Path) -> Path | None:
     """Where the reference logits of `checkpoint_path` are kept: <chosen>/<checkpoint key>/ when the user chose a
-    folder (--reference-folder), fixtures/snapshots/ for the embedded checkpoints, else None (none are kept)."""
+    folder (--reference-folder), fixtures/snapshots/ when it is `committed_for` (the embedded checkpoint whose
+    references are committed for the test), else None (none are kept)."""
     if chosen is not None:
         return chosen / checkpoint.key(checkpoint_path)
-    return SNAPSHOTS if checkpoint_path in EMBEDDED_CHECKPOINTS else None
+    return SNAPSHOTS if checkpoint_path == committed_for else None
 
 
 def update_command(checkpoint_path: Path, chosen: Path | None) -> str:

@@ -189,7 +189,7 @@ def test_with_another_checkpoint_unused_snapshots_do_not_fail_the_run(run_suites
     and failed the run when the multimodal suite's snapshot was used in the same session (every path collected,
     as in the default run; reproduced on 5.24 with syrupy 7.0)."""
     heavy = ["test_compiled", "test_equivalence", "test_sliding_window", "test_memory", "test_overflow",
-             "test_deprecations"]
+             "test_deprecations", "test_dispatch", "test_quantized_cache"]
     code, output, results = run_suites("--checkpoint=fixtures/tiny-gemma3-multimodal",
                                        *[f"--ignore=suites/{name}.py" for name in heavy], workers=2)
     assert code == 0, output[-3000:]
