@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from cache_conformance import adapter
+from cache_conformance.compare import Comparison
+from cache_conformance.decoding import prefill_and_decode
+from cache_conformance.tolerances import tolerance_for
 
 
 @dataclass(frozen=True, repr=False)
@@ -140,10 +143,6 @@ def attempt_in_child(checkpoint_path, target, scenario: Callable, sequence: torc
     """Run in a child process: load the checkpoint for `target`, run `scenario` (the overflow suite's: it fills a
     cache of `capacity` and returns the overflowing call) as attempt() does, then check that after reset() the cache
     serves `recovery_prompt` and its decoding as recomputation does. The device state goes back as CPU copies."""
-    from cache_conformance.compare import Comparison
-    from cache_conformance.decoding import prefill_and_decode
-    from cache_conformance.tolerances import tolerance_for
-
     model = adapter.load_model(checkpoint_path, dtype=target.dtype, device=target.device,
                                attn_implementation=target.attn_implementation)
     cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
