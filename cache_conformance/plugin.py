@@ -45,6 +45,7 @@ DEFAULT_EXPECTATIONS = SUITES / "expectations.toml"
 COMPARISON_KEY = pytest.StashKey[Comparison]()
 METRICS_KEY = pytest.StashKey[dict]()
 CHECKPOINT_KEY = pytest.StashKey[Path]()
+CHECKPOINT_KEYS_KEY = pytest.StashKey[dict]()  # reference-folder keys, by checkpoint path
 DEVICES_KEY = pytest.StashKey[tuple]()
 EXPECTATIONS_KEY = pytest.StashKey[list]()
 EXPECTATION_KEY = pytest.StashKey[expectations.Expectation]()
@@ -416,13 +417,22 @@ def multimodal_logits_snapshot(snapshot, target, metrics, pytestconfig):
                             committed_for=checkpoint.MULTIMODAL_EMBEDDED)
 
 
+def _checkpoint_key(config, path: Path) -> str:
+    """checkpoint.key, computed once per checkpoint and session: it reads every weight file."""
+    keys = config.stash.setdefault(CHECKPOINT_KEYS_KEY, {})
+    if path not in keys:
+        keys[path] = checkpoint.key(path)
+    return keys[path]
+
+
 def _logits_snapshot(snapshot, target, metrics, config, checkpoint_path: Path, *, committed_for: Path):
     """syrupy's snapshot with the tensor extension at this target's tolerance, kept in the checkpoint's reference
     folder; its max abs diff goes to `metrics`. Only the float32 CPU eager target records on --snapshot-update; every
     other target compares with it. Skips for a checkpoint that has no reference folder (the committed references
     are `committed_for`'s)."""
     chosen = config.getoption("reference_folder")
-    folder = snapshots.reference_folder(checkpoint_path, chosen, committed_for)
+    folder = snapshots.reference_folder(checkpoint_path, chosen, committed_for,
+                                        key=lambda path: _checkpoint_key(config, path))
     if folder is None:
         pytest.skip(f"no reference logits are kept for {checkpoint_path}: choose a folder for them with "
                     f"--reference-folder=DIR and record them with: {snapshots.update_command(checkpoint_path, Path('DIR'))}")

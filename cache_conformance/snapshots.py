@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,12 +70,14 @@ def reference_run(model, prompt: torch.Tensor, steps: int, continuation: torch.T
     }
 
 
-def reference_folder(checkpoint_path: Path, chosen: Path | None, committed_for: Path) -> Path | None:
-    """Where the reference logits of `checkpoint_path` are kept: <chosen>/<checkpoint key>/ when the user chose a
+def reference_folder(checkpoint_path: Path, chosen: Path | None, committed_for: Path,
+                     key: Callable[[Path], str] = checkpoint.key) -> Path | None:
+    """Where the reference logits of `checkpoint_path` are kept: <chosen>/<key(checkpoint)>/ when the user chose a
     folder (--reference-folder), fixtures/snapshots/ when it is `committed_for` (the embedded checkpoint whose
-    references are committed for the test), else None (none are kept)."""
+    references are committed for the test), else None (none are kept). `key`: checkpoint.key, or a memo of it (it
+    reads every weight)."""
     if chosen is not None:
-        return chosen / checkpoint.key(checkpoint_path)
+        return chosen / key(checkpoint_path)
     return SNAPSHOTS if checkpoint_path == committed_for else None
 
 
