@@ -116,6 +116,18 @@ def moves(maps: list[dict]) -> list[tuple[int, dict]]:
     return [(step, changes) for step in range(1, len(maps)) if (changes := storage_changes(maps[step - 1], maps[step]))]
 
 
+def growth_unseen(config, dynamic: list[dict]) -> str | None:
+    """The positive control of every storage check: the storage maps `dynamic` (a dynamic cache decoding, from
+    storage_after_each_step) must show the full-attention layers moving to new, larger storage at every decode step,
+    where they grow. None when they do, else why the probe cannot vouch for a static cache."""
+    full_layers = [layer for layer, sliding in enumerate(adapter.sliding_layers(config)) if not sliding]
+    unseen = steps_without_new_larger_storage(dynamic, full_layers)
+    if not unseen:
+        return None
+    return (f"INVALID (not a pass): the storage probe did not see the dynamic cache's full layers {full_layers} move "
+            f"to new, larger storage at decode steps {unseen}, where they grow; it cannot vouch for the static cache")
+
+
 def steps_without_new_larger_storage(maps: list[dict], layers: list[int]) -> list[int]:
     """The steps at which some of `layers`' keys or values did not move to new, larger storage than at the step
     before (what a growing cache does at every step)."""

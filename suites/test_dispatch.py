@@ -17,7 +17,7 @@ import torch
 
 from cache_conformance import adapter, memory
 from cache_conformance.adapter import dispatch
-from cache_conformance.decoding import prefill_and_decode, recompute
+from cache_conformance.decoding import located, prefill_and_decode, recompute
 from cache_conformance.window_oracle import follow, static_windows
 
 SCENARIOS = ("whole-model-on-one-device", "layers-offloaded-to-cpu-and-disk", "every-other-layer-on-a-second-gpu")
@@ -93,13 +93,21 @@ def test_device_map_cache_on_each_layers_execution_device(dispatched, window, to
 
 
 def test_device_map_cache_storage_stays_put(dispatched, window, tokens):
+    """Every cached tensor keeps its storage while decoding to 3W. Positive control: a dynamic cache's full layers
+    move to new, larger storage at every step of the same decoding."""
     capacity = 3 * window
     sequence = tokens(1, capacity)
-    maps = memory.storage_after_each_step(dispatched, adapter.make_static_cache(dispatched, batch_size=1,
-                                                                                  capacity=capacity), sequence)
-    moved = {step: memory.storage_changes(maps[0], later) for step, later in enumerate(maps[1:], start=1)}
-    moved = {step: changes for step, changes in moved.items() if changes}
-    assert not moved, f"storage moved while decoding: {dict(list(moved.items())[:3])}"
+    static = memory.storage_after_each_step(dispatched, adapter.make_static_cache(dispatched, batch_size=1,
+                                                                                    capacity=capacity), sequence)
+    with located("the control, decoding into a dynamic cache,"):
+        dynamic = memory.storage_after_each_step(dispatched, adapter.make_dynamic_cache(dispatched), sequence)
+    unseen = memory.growth_unseen(dispatched.config, dynamic)
+    assert unseen is None, unseen
+    moved = memory.moves(static)
+    assert not moved, (
+        f"decode step {moved[0][0]}: {'; '.join(list(moved[0][1].values())[:2])} (storage changed at {len(moved)} "
+        f"of {len(static) - 1} decode steps)"
+    )
 
 
 @pytest.fixture
