@@ -88,3 +88,10 @@ class Comparison:
                 f"{float(chosen[b, j]):.5g}, {float(short[b, j]):.3g} below the greedy choice "
                 f"{int(reference[b, j].argmax())} ({float(best[b, j]):.5g}; tolerance {self.tolerance.describe()})"
             )
+
+
+def logit_correlation(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of `logits` with `reference` over the last dimension (the vocabulary), one value per
+    leading index: how alike the two distributions' shapes are, whatever their offset and scale."""
+    logits, reference = (x.float() - x.float().mean(dim=-1, keepdim=True) for x in (logits, reference))
+    return (logits * reference).sum(dim=-1) / (logits.norm(dim=-1) * reference.norm(dim=-1))

@@ -11,21 +11,15 @@ without the prompt (a cache that lost what it held) must fall below the bound at
 """
 
 import pytest
-import torch
 
 from cache_conformance import adapter, strategies
 from cache_conformance.adapter import generation
+from cache_conformance.compare import logit_correlation
 from cache_conformance.decoding import recompute
 from cache_conformance.tolerances import QUANTIZED_MIN_CORRELATION
 
 QUANTIZATION = {"nbits": 4, "residual_length": 2, "group_size": 16}  # residual 2: almost everything is quantized
 SUBJECTS = ("quantiz", "cache", "sliding")
-
-
-def correlation(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation over the last dimension (the vocabulary), one per step."""
-    logits, reference = (x.float() - x.float().mean(dim=-1, keepdim=True) for x in (logits, reference))
-    return (logits * reference).sum(dim=-1) / (logits.norm(dim=-1) * reference.norm(dim=-1))
 
 
 def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, window, tokens, metrics):
@@ -39,11 +33,11 @@ def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, wind
             output = generation.generate_with_quantized_cache(model, prompt, max_new_tokens=steps, **QUANTIZATION)
             sequence, cached = output.sequences, adapter.step_logits(output)
             reference = recompute(model, sequence)[:, length - 1 : length - 1 + cached.shape[1]]
-            per_step = correlation(cached, reference)[0]
+            per_step = logit_correlation(cached, reference)[0]
             metrics.update(min_correlation=float(per_step.min()), bound=QUANTIZED_MIN_CORRELATION,
                            max_abs_diff=float((cached.float() - reference.float()).abs().max()))
 
-            lost = correlation(recompute(model, sequence[:, length:])[:, :-1], reference[:, 1:])[0]
+            lost = logit_correlation(recompute(model, sequence[:, length:])[:, :-1], reference[:, 1:])[0]
             metrics["control_min_correlation"] = float(lost.min())
             assert lost.min() < QUANTIZED_MIN_CORRELATION, (
                 f"INVALID (not a pass): recomputation without the prompt still correlates {float(lost.min()):.3g} or "

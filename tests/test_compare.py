@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cache_conformance.compare import Comparison
+from cache_conformance.compare import Comparison, logit_correlation
 from cache_conformance.tolerances import TOLERANCES, Tolerance, tolerance_for
 
 TIGHT = Tolerance(atol=1e-4, rtol=0.0, greedy_tokens_identical=True)
@@ -48,3 +48,11 @@ def test_greedy_tokens_must_match_only_where_the_tolerance_demands_it():
 
 def test_every_dtype_and_device_has_a_tolerance():
     assert {(d, v) for d in ("float32", "bfloat16", "float16") for v in ("cpu", "cuda", "mps")} == set(TOLERANCES)
+
+
+def test_logit_correlation_ignores_offset_and_scale_and_sees_a_different_shape():
+    reference = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(logit_correlation(2.5 * reference + 7, reference), torch.ones(3))
+    assert torch.allclose(logit_correlation(-reference, reference), -torch.ones(3))
+    other = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
+    assert logit_correlation(other, reference).abs().max() < 0.5
