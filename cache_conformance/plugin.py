@@ -245,6 +245,9 @@ def pytest_runtest_makereport(item, call):
             recorded["counterexample"] = counterexample
         if recorded:
             item.user_properties.append(("metrics", recorded))
+        if call.excinfo is not None:
+            # the type the expectations' `raises` names; the message alone does not always carry it
+            item.user_properties.append(("raised", call.excinfo.typename))
     outcome = yield
     expectation = item.stash.get(EXPECTATION_KEY, None)
     if expectation is not None and call.when == "call":

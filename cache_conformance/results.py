@@ -8,11 +8,12 @@ Format (version 1), designed for the HTML report:
                phases: {imports_s, collection_s, tests_s}},
   "summary": {outcome: count},
   "tests": [{id, check, suite, params: {dtype, device, attn}, outcome, raw_outcome, expected, reason, evidence,
-             reference, raises, match, releases, tests, message, metrics, duration_s}]
+             reference, raises, match, releases, tests, raised, message, metrics, duration_s}]
 }
 outcome: what pytest concluded after expectations: passed, failed, error, skipped, xfailed.
 raw_outcome: what the test itself did, before expectations: passed, failed, error, skipped.
 expected: "pass" or "fail" (from the expectations file).
+raised: the type name of the exception the test's call ended with (only when it raised), as `raises` names it.
 message: the failure message; for an expected failure that failed another way, the "expected failure did not
 match: ..." line first.
 """
@@ -94,6 +95,8 @@ class ResultsCollector:
         if record["outcome"] == "passed":
             record["outcome"], record["raw_outcome"] = outcome, raw
             record["message"] = _message(report)
+            if "raised" in props:
+                record["raised"] = props["raised"]
             if "expectation_mismatch" in props:  # an expected failure that failed another way: both texts
                 record["message"] = f"{props['expectation_mismatch']}\n{record['message']}"[:MESSAGE_LIMIT]
 
