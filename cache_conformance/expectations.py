@@ -1,10 +1,16 @@
 """Known upstream non-conformance, read from a TOML data file (suites/expectations.toml).
 
+The file starts with the newest adopted release, the one whose results a person reviewed last:
+    adopted = "5.24.0"
+On a newer release every entry whose range includes the adopted release is carried forward provisionally: a
+failure it explains is an expected failure marked "carried from 5.24.0, release not adopted"; anything else is
+judged raw. `python -m cache_conformance.adopt` extends the ranges that held and moves `adopted`.
+
 Each entry:
     [[expected_failure]]
     tests = ["suites/test_equivalence.py::test_chunked*[float32-*"]  # node id patterns: `*` is any run of characters
     releases = ">=4.50,<4.56"        # PEP 440 specifier on the transformers version, bounded above: a range ends at
-                                     # the newest release it was checked on, and newer releases are judged raw
+                                     # the newest release it was checked on (at most the adopted one)
     raises = "AssertionError"        # the type of the exception the test must end with (or a list of types)
     match = 'chunk [0-9]+ of [0-9]+ .*max abs diff'  # a regular expression the exception's message must contain
     reason = "what upstream does wrong"
@@ -22,8 +28,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import Version
+from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 REQUIRED = ("tests", "releases", "raises", "match", "reason", "evidence")
 UPPER_BOUNDS = ("<", "<=", "==", "===", "~=")
@@ -42,9 +48,6 @@ class Expectation:
     reason: str
     evidence: str
     reference: str = ""
-
-    def applies_to(self, nodeid: str, version: Version) -> bool:
-        return version in self.releases and any(matches(p, nodeid) for p in self.tests)
 
     def explains(self, exception_type: str, message: str) -> bool:
         """Whether a test that ended with `exception_type: message` failed the way this entry says it does."""
@@ -65,6 +68,48 @@ class Expectation:
         }
 
 
+@dataclass
+class Applied:
+    """The entry that judges a test on a release; `carried_from` is the adopted release when the entry reaches the
+    test's release only by being carried forward (the release is newer than every adopted one)."""
+
+    entry: Expectation
+    carried_from: Version | None = None
+
+    @property
+    def label(self) -> str:
+        """How a verdict by this entry is marked: empty for an adopted release."""
+        return f"carried from {self.carried_from}, release not adopted" if self.carried_from else ""
+
+
+@dataclass
+class ExpectationsFile:
+    path: Path
+    adopted: Version
+    entries: list[Expectation]
+
+    def provisional(self, version: Version) -> bool:
+        """Whether verdicts on `version` are provisional: it is newer than the newest adopted release."""
+        return version > self.adopted
+
+    def reaches(self, entry: Expectation, version: Version) -> Applied | None:
+        """How `entry` judges tests on `version`: directly when its range includes it, carried when `version` is
+        newer than the adopted release and the range includes that one, else not at all."""
+        if version in entry.releases:
+            return Applied(entry)
+        if self.provisional(version) and self.adopted in entry.releases:
+            return Applied(entry, self.adopted)
+        return None
+
+    def find(self, nodeid: str, version: Version) -> Applied | None:
+        """The entry that judges this test on this release: the first whose range includes it, else the first
+        carried forward to it."""
+        reached = [self.reaches(entry, version) for entry in self.entries
+                   if any(matches(p, nodeid) for p in entry.tests)]
+        reached = [applied for applied in reached if applied is not None]
+        return next((a for a in reached if not a.carried_from), None) or next(iter(reached), None)
+
+
 def matches(pattern: str, nodeid: str) -> bool:
     """Whether a node id pattern (`*` is any run of characters) matches the whole of `nodeid`."""
     return _pattern(pattern).fullmatch(nodeid) is not None
@@ -80,47 +125,63 @@ def _pattern(text: str) -> re.Pattern:
     return re.compile(".*".join(re.escape(part) for part in text.split("*")))
 
 
-def load(path: Path) -> list[Expectation]:
+def load(path: Path) -> ExpectationsFile:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ExpectationsError(f"{path}: cannot read expectations: {error}") from None
-    unknown = set(data) - {"expected_failure"}
+    unknown = set(data) - {"adopted", "expected_failure"}
     if unknown:
-        raise ExpectationsError(f"{path}: unknown top-level keys {sorted(unknown)}; only [[expected_failure]] is allowed")
+        raise ExpectationsError(f"{path}: unknown top-level keys {sorted(unknown)}; only adopted and "
+                                "[[expected_failure]] are allowed")
+    try:
+        adopted = Version(data["adopted"])
+    except (KeyError, InvalidVersion, TypeError):
+        raise ExpectationsError(f"{path}: adopted = {data.get('adopted')!r} must name the newest adopted release, "
+                                'e.g. adopted = "5.24.0"') from None
     entries = []
     for number, entry in enumerate(data.get("expected_failure", []), start=1):
-        missing = [key for key in REQUIRED if not entry.get(key)]
-        extra = set(entry) - set(REQUIRED) - {"reference"}
-        if missing or extra:
-            raise ExpectationsError(
-                f"{path}: expected_failure #{number} ({entry.get('tests', '?')}): "
-                f"missing {missing} / unknown keys {sorted(extra)}"
-            )
-        if not isinstance(entry["tests"], list) or not all(isinstance(t, str) for t in entry["tests"]):
-            raise ExpectationsError(f"{path}: expected_failure #{number}: tests must be a list of node id patterns")
-        where = f"{path}: expected_failure #{number}"
-        try:
-            releases = SpecifierSet(entry["releases"])
-        except InvalidSpecifier:
-            raise ExpectationsError(f"{where}: releases {entry['releases']!r} is not a version specifier") from None
-        if not any(spec.operator in UPPER_BOUNDS for spec in releases):
-            raise ExpectationsError(
-                f"{where}: releases {entry['releases']!r} has no upper bound; end it at the newest release it was "
-                "checked on (e.g. ',<=5.24.0'): newer releases are judged raw until a scan extends it"
-            )
-        raises = [entry["raises"]] if isinstance(entry["raises"], str) else entry["raises"]
-        if not isinstance(raises, list) or not all(isinstance(r, str) and r.isidentifier() for r in raises):
-            raise ExpectationsError(f"{where}: raises must name an exception type (or a list of them)")
-        try:
-            match = re.compile(entry["match"])
-        except (re.error, TypeError) as error:
-            raise ExpectationsError(f"{where}: match {entry['match']!r} is not a regular expression ({error})") from None
-        entries.append(Expectation(entry["tests"], releases, raises, match, entry["reason"], entry["evidence"],
-                                   entry.get("reference", "")))
-    return entries
+        entries.append(_entry(entry, f"{path}: expected_failure #{number}"))
+    return ExpectationsFile(path, adopted, entries)
 
 
-def find(expectations: list[Expectation], nodeid: str, version: Version) -> Expectation | None:
-    """The first entry that applies to this test on this release."""
-    return next((e for e in expectations if e.applies_to(nodeid, version)), None)
+def _entry(entry: dict, where: str) -> Expectation:
+    missing = [key for key in REQUIRED if not entry.get(key)]
+    extra = set(entry) - set(REQUIRED) - {"reference"}
+    if missing or extra:
+        raise ExpectationsError(f"{where} ({entry.get('tests', '?')}): missing {missing} / unknown keys {sorted(extra)}")
+    if not isinstance(entry["tests"], list) or not all(isinstance(t, str) for t in entry["tests"]):
+        raise ExpectationsError(f"{where}: tests must be a list of node id patterns")
+    try:
+        releases = SpecifierSet(entry["releases"])
+    except InvalidSpecifier:
+        raise ExpectationsError(f"{where}: releases {entry['releases']!r} is not a version specifier") from None
+    if not any(spec.operator in UPPER_BOUNDS for spec in releases):
+        raise ExpectationsError(
+            f"{where}: releases {entry['releases']!r} has no upper bound; end it at the newest release it was "
+            "checked on (e.g. ',<=5.24.0'): newer releases are judged by carrying it forward until adopted"
+        )
+    raises = [entry["raises"]] if isinstance(entry["raises"], str) else entry["raises"]
+    if not isinstance(raises, list) or not all(isinstance(r, str) and r.isidentifier() for r in raises):
+        raise ExpectationsError(f"{where}: raises must name an exception type (or a list of them)")
+    try:
+        match = re.compile(entry["match"])
+    except (re.error, TypeError) as error:
+        raise ExpectationsError(f"{where}: match {entry['match']!r} is not a regular expression ({error})") from None
+    return Expectation(entry["tests"], releases, raises, match, entry["reason"], entry["evidence"],
+                       entry.get("reference", ""))
+
+
+def extended_to(releases: str, version: Version) -> str:
+    """`releases` with its upper bound moved to `version` (`<=version`), every other clause kept as written: an
+    exact or compatible pin (`==5.24.*`, `~=5.24`) becomes the lower bound it implies."""
+    kept = []
+    for clause in (c.strip() for c in releases.split(",")):
+        spec = Specifier(clause)
+        if spec.operator in ("<", "<="):
+            continue
+        if spec.operator in ("==", "===", "~="):
+            kept.append(f">={spec.version.removesuffix('.*')}")
+        else:
+            kept.append(clause)
+    return ",".join([*kept, f"<={version}"])

@@ -47,8 +47,8 @@ METRICS_KEY = pytest.StashKey[dict]()
 CHECKPOINT_KEY = pytest.StashKey[Path]()
 CHECKPOINT_KEYS_KEY = pytest.StashKey[dict]()  # reference-folder keys, by checkpoint path
 DEVICES_KEY = pytest.StashKey[tuple]()
-EXPECTATIONS_KEY = pytest.StashKey[list]()
-EXPECTATION_KEY = pytest.StashKey[expectations.Expectation]()
+EXPECTATIONS_KEY = pytest.StashKey[expectations.ExpectationsFile | None]()
+EXPECTATION_KEY = pytest.StashKey[expectations.Applied]()
 SLOW_DESELECTED_KEY = pytest.StashKey[list]()
 
 
@@ -119,7 +119,7 @@ def pytest_configure(config):
     config.stash[DEVICES_KEY] = tuple(requested or [d for d in targets.DEVICES if targets.device_problem(d) is None])
 
     if config.getoption("no_expectations"):
-        config.stash[EXPECTATIONS_KEY] = []
+        config.stash[EXPECTATIONS_KEY] = None
     else:
         try:
             config.stash[EXPECTATIONS_KEY] = expectations.load(config.getoption("expectations_file"))
@@ -144,12 +144,16 @@ def pytest_configure(config):
 
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist, writes the results
         devices = {device: targets.device_problem(device) or "available" for device in targets.DEVICES}
+        known = config.stash[EXPECTATIONS_KEY]
         info = results.run_info(
             ROOT,
             devices=devices,
             checkpoint=checkpoint.describe(path),
-            expectations_applied=not config.getoption("no_expectations"),
+            expectations_applied=known is not None,
         )
+        if known is not None:
+            info["adopted"] = str(known.adopted)
+            info["provisional"] = known.provisional(adapter.INSTALLED)
         if fault_name:
             info["injected_fault"] = fault_name
         config.pluginmanager.register(ResultsRecorder(config, results.ResultsCollector(info)), "cache-conformance-results")
@@ -165,16 +169,24 @@ def pytest_report_header(config):
             f"{d} ({targets.device_problem(d)})" for d in targets.DEVICES
             if d not in config.stash[DEVICES_KEY] and targets.device_problem(d)) or "none"),
         "attention implementations left out: " + (", ".join(left_out) or "none"),
-        "expectations: " + ("ignored (--no-expectations)" if config.getoption("no_expectations")
-                            else str(config.getoption("expectations_file"))),
     ]
+    known = config.stash[EXPECTATIONS_KEY]
+    if known is None:
+        lines.append("expectations: ignored (--no-expectations)")
+    else:
+        lines.append(f"expectations: {known.path} (adopted release {known.adopted})")
+        if known.provisional(adapter.INSTALLED):
+            lines.append(provisional_line(known))
     if config.getoption("inject_fault"):
         fault = faults.CATALOGUE[config.getoption("inject_fault")]
         lines.append(f"INJECTED FAULT {fault.name}: {fault.description}")
-    note = adapter.release_note()
-    if note:
-        lines.append(f"note: {note}")
     return lines
+
+
+def provisional_line(known: expectations.ExpectationsFile) -> str:
+    return (f"PROVISIONAL: transformers {adapter.INSTALLED} is newer than {known.adopted}, the newest adopted release; "
+            f"failures that {known.adopted}'s entries explain are carried forward (xfailed, marked carried), anything "
+            "else is judged as is. Adopt it with: python -m cache_conformance.adopt <results file>")
 
 
 def pytest_generate_tests(metafunc):
@@ -224,10 +236,11 @@ def pytest_collection_modifyitems(config, items):
                 continue
             # With `--dist loadgroup`, one worker runs all tests of a target: the model loads once per target.
             item.add_marker(pytest.mark.xdist_group(target.id))
-        expectation = expectations.find(known, item.nodeid, adapter.INSTALLED)
-        if expectation:
-            item.stash[EXPECTATION_KEY] = expectation
-            item.user_properties.append(("expectation", {"expected": "fail", **expectation.as_dict()}))
+        applied = known.find(item.nodeid, adapter.INSTALLED) if known is not None else None
+        if applied:
+            item.stash[EXPECTATION_KEY] = applied
+            carried = {"carried_from": str(applied.carried_from)} if applied.carried_from else {}
+            item.user_properties.append(("expectation", {"expected": "fail", **applied.entry.as_dict(), **carried}))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -249,27 +262,30 @@ def pytest_runtest_makereport(item, call):
             # the type the expectations' `raises` names; the message alone does not always carry it
             item.user_properties.append(("raised", call.excinfo.typename))
     outcome = yield
-    expectation = item.stash.get(EXPECTATION_KEY, None)
-    if expectation is not None and call.when == "call":
-        judge_against_expectation(outcome.get_result(), call, expectation)
+    applied = item.stash.get(EXPECTATION_KEY, None)
+    if applied is not None and call.when == "call":
+        judge_against_expectation(outcome.get_result(), call, applied)
 
 
-def judge_against_expectation(report, call, expectation: expectations.Expectation) -> None:
+def judge_against_expectation(report, call, applied: expectations.Applied) -> None:
     """An expected failure holds only when the call failed the way the entry says (strict, like wpt's FAIL vs
     CRASH): a pass is XPASS(strict), any other failure stays a failure with both texts. Setup errors are never
-    expected. Outcomes are set as pytest's own xfail sets them, so reports, xdist and the results file agree."""
+    expected. Outcomes are set as pytest's own xfail sets them, so reports, xdist and the results file agree.
+    A verdict by an entry carried forward to a release not adopted yet says so in its reason."""
     if report.skipped:
         return
+    expectation, label = applied.entry, applied.label
+    reason = f"{label}: {expectation.reason}" if label else expectation.reason
     if report.passed:
         report.outcome = "failed"
-        report.longrepr = f"[XPASS(strict)] {expectation.reason}"
+        report.longrepr = f"[XPASS(strict)] {reason}"
         return
     exception_type, message = call.excinfo.typename, str(call.excinfo.value)
     if expectation.explains(exception_type, message):
         report.outcome = "skipped"
-        report.wasxfail = expectation.reason
+        report.wasxfail = reason
         return
-    mismatch = (f"expected failure did not match: expected {expectation.describe()}; "
+    mismatch = (f"expected failure{f' ({label})' if label else ''} did not match: expected {expectation.describe()}; "
                 f"got {exception_type}: {message.splitlines()[0] if message else ''}")
     report.user_properties.append(("expectation_mismatch", mismatch))
     if hasattr(report.longrepr, "addsection"):
@@ -328,6 +344,8 @@ class ResultsRecorder:
             self.phases["tests_s"] = round(time.monotonic() - self.collection_finished, 2)
         self.collector.info["phases"] = self.phases
         self.collector.info["slow_deselected"] = len(self.slow_deselected())
+        if self.config.stash[EXPECTATIONS_KEY] is not None:
+            self.collector.info["carried"] = len(self.carried())
         self.collector.write(results_path(self.config), time.monotonic() - self.started)
 
     def pytest_terminal_summary(self, terminalreporter):
@@ -338,11 +356,22 @@ class ResultsRecorder:
                 f"WARNING: expectation matches no test that ran: tests={entry.tests} releases={entry.releases}",
                 yellow=True,
             )
+        known = self.config.stash[EXPECTATIONS_KEY]
+        if known is not None and known.provisional(adapter.INSTALLED):
+            terminalreporter.write_line(
+                f"PROVISIONAL: {len(self.carried())} of the expected failures are carried from {known.adopted} "
+                f"(transformers {adapter.INSTALLED} is not adopted); adopt it with: "
+                f"python -m cache_conformance.adopt {results_path(self.config)}", yellow=True)
         slow = self.slow_deselected()
         if slow:
             terminalreporter.write_line(f"{len(slow)} slow checks deselected (compilation and export on other "
                                         "targets): --include-slow runs them")
         terminalreporter.write_line(f"results: {results_path(self.config)}")
+
+    def carried(self) -> list[str]:
+        """Node ids of the expected failures that held only by being carried forward to this release."""
+        return [nodeid for nodeid, record in self.collector.records.items()
+                if record["outcome"] == "xfailed" and record.get("carried_from")]
 
     def unused_expectations(self) -> list[expectations.Expectation]:
         """Entries for this release none of whose patterns that this run could have matched did match. Not judged
@@ -367,10 +396,11 @@ class ResultsRecorder:
                     and not any(expectations.matches(pattern, nodeid) for nodeid in slow)
                     and (whole_suite or expectations.names_function(pattern, functions)))
 
+        known = self.config.stash[EXPECTATIONS_KEY]
         unused = []
-        for entry in self.config.stash[EXPECTATIONS_KEY]:
+        for entry in known.entries if known is not None else []:
             judged = [pattern for pattern in entry.tests if could_match(pattern)]
-            if adapter.INSTALLED in entry.releases and judged and not any(
+            if known.reaches(entry, adapter.INSTALLED) and judged and not any(
                 expectations.matches(pattern, nodeid) for pattern in judged for nodeid in ran
             ):
                 unused.append(entry)

@@ -10,7 +10,8 @@ the issue opened when a release turns passing checks red.
     merge  --published DIR --new DIR --into DIR
     index  --results DIR --into DIR    copies the results into the site and lists them in index.json
     issues --results DIR --releases "V ..." --site URL --into DIR
-           DIR/<version>/title and DIR/<version>/body.md for each release that turns a passing check red;
+           DIR/<version>/title and DIR/<version>/body.md for each release that turns a passing check red or
+           fails a failing one in another way (another exception, or a failure its expectation does not explain);
            prints `count=N` (for $GITHUB_OUTPUT)
 
 Where the results live: the published site keeps its own inputs, results/<results file> for every release run
@@ -39,6 +40,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from cache_conformance.report import changes, direction, load_results
+from cache_conformance.report.changes import FAILING, outcome
 from cache_conformance.report.load import target_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,8 +208,9 @@ def site_url(repository: str, configured: str = "") -> str:
 
 
 def regression_issue(runs: list, release: str, site: str) -> tuple[str, str] | None:
-    """(title, markdown body) listing the checks that passed on the release before `release` and fail on it,
-    or None when nothing flipped that way. `runs` are the merged results (load_results), in version order."""
+    """(title, markdown body) listing the checks that passed on the release before `release` and fail on it, and
+    those that failed before and now fail in another way (`changed_failures`), or None when there are neither.
+    `runs` are the merged results (load_results), in version order."""
     position = next((i for i, run in enumerate(runs) if run.release == release), None)
     if position is None:
         raise ReleasesError(f"no results for transformers {release} in the merged results")
@@ -218,26 +221,33 @@ def regression_issue(runs: list, release: str, site: str) -> tuple[str, str] | N
     previous_run = earlier[-1]
     flipped = [change for change in changes(previous_run, new_run)
                if direction(change.old_outcome, change.new_outcome) == "newly failing"]
-    if not flipped:
+    changed = changed_failures(previous_run, new_run)
+    if not flipped and not changed:
         return None
     previous = previous_run.release
     results_link = f"{site}results/{new_run.path.name}"
-    lines = [
-        (f"transformers {release} fails {len(flipped)} check(s) that passed on {previous}, the release before it "
-         "in the published results."),
-        "",
-        f"Report: {site} · results file: {results_link}",
-        "",
-        f"| check | dtype | device | attention | {previous} | {release} | message on {release} |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for change in flipped:
-        record = new_run.tests[(change.check, target_id(change.params))]  # newly failing: the new run has it
-        params = change.params
-        lines.append(
-            f"| `{change.check}` | {params.get('dtype', '')} | {params.get('device', '')} | {params.get('attn', '')} "
-            f"| {change.old_outcome} | {change.new_outcome} | {_table_text(record.get('message', ''))} |"
-        )
+    header = f"| check | dtype | device | attention | {previous} | {release} | message on {release} |"
+    lines = []
+    if flipped:
+        lines.append(f"transformers {release} fails {len(flipped)} check(s) that passed on {previous}, the release "
+                     "before it in the published results.")
+    if changed:
+        lines.append(f"transformers {release} fails {len(changed)} check(s) in another way than on {previous}: "
+                     "another exception, or a message that the check's expectation does not explain.")
+    lines += ["", f"Report: {site} · results file: {results_link}"]
+    tables = [("Newly failing", [(change.check, change.params, change.old_outcome, change.new_outcome)
+                                 for change in flipped]),
+              ("Failing in another way", changed)]
+    for heading, rows in tables:
+        if not rows:
+            continue
+        lines += ["", f"### {heading}", "", header, "|---|---|---|---|---|---|---|"]
+        for check, params, old_cell, new_cell in rows:
+            record = new_run.tests[(check, target_id(params))]  # failing: the new run has it
+            lines.append(
+                f"| `{check}` | {params.get('dtype', '')} | {params.get('device', '')} | {params.get('attn', '')} "
+                f"| {old_cell} | {new_cell} | {_table_text(record.get('message', ''))} |"
+            )
     minor = f"{Version(release).major}.{Version(release).minor}"
     lines += [
         "",
@@ -247,6 +257,22 @@ def regression_issue(runs: list, release: str, site: str) -> tuple[str, str] | N
         "Opened by the releases workflow; it updates this issue when it runs this release again.",
     ]
     return f"Release regression: transformers {release}", "\n".join(lines) + "\n"
+
+
+def changed_failures(previous_run, new_run) -> list[tuple[str, dict, str, str]]:
+    """(check, params, outcome before, outcome now) of every check that failed on the previous release (expected or
+    not) and now fails red in another way: another exception type, or a failure its expectation does not explain
+    (on a release not adopted yet, the expectation carried from the adopted one). Outcomes say the exception."""
+    found = []
+    for key, record in sorted(new_run.tests.items()):
+        old = previous_run.tests.get(key)
+        red = (record["outcome"], record.get("raw_outcome")) == ("failed", "failed")
+        if old is None or outcome(old) not in FAILING or not red:
+            continue
+        if record.get("mismatch") or record.get("raised") != old.get("raised"):
+            found.append((key[0], record["params"], f"{outcome(old)} ({old.get('raised', '?')})",
+                          f"failed ({record.get('raised', '?')})"))
+    return found
 
 
 def _table_text(message: str) -> str:

@@ -15,7 +15,8 @@ raw_outcome: what the test itself did, before expectations: passed, failed, erro
 expected: "pass" or "fail" (from the expectations file).
 raised: the type name of the exception the test's call ended with (only when it raised), as `raises` names it.
 message: the failure message; for an expected failure that failed another way, the "expected failure did not
-match: ..." line first.
+match: ..." line first (that line is also the record's `mismatch`).
+carried_from: on a release newer than the adopted one, the adopted release whose expectation judged the test.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -98,6 +100,7 @@ class ResultsCollector:
             if "raised" in props:
                 record["raised"] = props["raised"]
             if "expectation_mismatch" in props:  # an expected failure that failed another way: both texts
+                record["mismatch"] = props["expectation_mismatch"]
                 record["message"] = f"{props['expectation_mismatch']}\n{record['message']}"[:MESSAGE_LIMIT]
 
     def write(self, path: Path, duration_s: float) -> None:
@@ -110,6 +113,17 @@ class ResultsCollector:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def call_message(record: dict) -> str:
+    """What str() of the exception the test's call raised said (cut at MESSAGE_LIMIT), from a failing record: its
+    message without the expectation-mismatch line and without the exception's type name that pytest puts first."""
+    text = record.get("message", "")
+    if record.get("mismatch"):
+        text = text.removeprefix(record["mismatch"] + "\n")
+    # pytest writes "Type: message", the type qualified by its module unless it is a builtin
+    prefix = re.match(rf"(?:[\w.]+\.)?{re.escape(record.get('raised', ''))}(?:: |$)", text)
+    return text[prefix.end():] if prefix else text
 
 
 def without_xdist_group(nodeid: str) -> str:

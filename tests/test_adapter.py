@@ -11,12 +11,11 @@ def test_a_release_before_gemma3_is_refused_in_one_line(monkeypatch):
     )
 
 
-def test_supported_releases_pass_and_newer_ones_are_noted(monkeypatch):
-    monkeypatch.setattr(adapter, "INSTALLED", Version("4.50.0"))
-    assert adapter.release_problem() is None and adapter.release_note() is None
-    monkeypatch.setattr(adapter, "INSTALLED", Version("9.1.0"))
-    assert adapter.release_problem() is None
-    assert f"9.1.0 is newer than {adapter.NEWEST_CHECKED}," in adapter.release_note()
+def test_supported_releases_pass_and_newer_ones_too(monkeypatch):
+    """A release newer than the adopted one is judged provisionally (tests/test_plugin_runs.py), not refused."""
+    for release in ("4.50.0", "9.1.0"):
+        monkeypatch.setattr(adapter, "INSTALLED", Version(release))
+        assert adapter.release_problem() is None
 
 
 class RecordingModel:

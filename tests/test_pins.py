@@ -1,20 +1,22 @@
 """The pins of the project's own tests (constraints/project-tests.txt) move together with what the project claims
-to have checked: the adapter's newest checked release, its tox environment, the release runner's torch."""
+to have checked: the adopted release of the expectations file, its tox environment, the release runner's torch."""
 
 from pathlib import Path
 
 from packaging.version import Version
 
-from cache_conformance import adapter, pins, releases
+from cache_conformance import expectations, pins, releases
+from cache_conformance.plugin import DEFAULT_EXPECTATIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_pinned_transformers_is_the_newest_release_the_adapter_was_checked_on():
+def test_the_pinned_transformers_is_the_adopted_release():
     pinned = Version(pins.pinned("transformers"))
-    assert pinned.release[:2] == adapter.NEWEST_CHECKED.release, (
-        f"constraints/project-tests.txt pins transformers {pinned} but adapter.NEWEST_CHECKED is "
-        f"{adapter.NEWEST_CHECKED}: move both after scanning the new release"
+    adopted = expectations.load(DEFAULT_EXPECTATIONS).adopted
+    assert pinned == adopted, (
+        f"constraints/project-tests.txt pins transformers {pinned} but suites/expectations.toml adopted {adopted}: "
+        "python -m cache_conformance.adopt moves both"
     )
 
 

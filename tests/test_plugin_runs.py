@@ -9,10 +9,11 @@ ONE_CHECK = ["suites/test_equivalence.py::test_prefill_then_decode_across_the_wi
              "-k", "float32-cpu-eager and prompt-equal"]
 
 
-def expectation_file(tmp_path, test_pattern, raises="AssertionError", match="max abs diff"):
+def expectation_file(tmp_path, test_pattern, raises="AssertionError", match="max abs diff", releases=">=4.50,<99",
+                     adopted="99"):
     path = tmp_path / "expectations.toml"
     path.write_text(
-        f'[[expected_failure]]\ntests = ["{test_pattern}"]\nreleases = ">=4.50,<99"\n'
+        f'adopted = "{adopted}"\n[[expected_failure]]\ntests = ["{test_pattern}"]\nreleases = "{releases}"\n'
         f'raises = "{raises}"\nmatch = \'{match}\'\nreason = "made up for this test"\nevidence = "none"\n'
     )
     return path

@@ -248,3 +248,20 @@ def test_deprecations_are_listed_per_release_as_information(tmp_path):
     html = (tmp_path / "site" / "index.html").read_text()
     assert "<code>`past_key_values` is deprecated &lt;and&gt; will be removed in version 5.40.0</code>" in html
     assert '<p class="quiet">None announced on 5.23.0.</p>' in html
+
+
+def test_verdicts_carried_to_a_release_not_adopted_are_marked_in_the_cell_the_detail_and_the_column(tmp_path):
+    results = json.loads((FIXTURES / "transformers-4.50.3.json").read_text())
+    results["run_info"] |= {"transformers": "9.0.0", "adopted": "5.24.0", "provisional": True, "carried": 1}
+    record = next(r for r in results["tests"] if r["outcome"] == "xfailed")
+    record["carried_from"] = "5.24.0"
+    (tmp_path / "transformers-9.0.0.json").write_text(json.dumps(results))
+    [run], errors = load_results(tmp_path)
+    assert errors == []
+    col = page.column(0, run)
+    assert page.cell(col, record["check"], page.ALL)["carried"] == "5.24.0"
+    assert any(n.startswith("provisional: 9.0.0 is newer than 5.24.0, the adopted release") for n in col["notes"])
+    expected = {e["target"]: e["expected"] for e in page.detail(col, record["check"])["entries"]}
+    assert expected[page.target_id(record["params"])] == "fail (carried from 5.24.0, release not adopted)"
+    html = page.render([run], [])
+    assert 'title="provisional: carried from 5.24.0, release not adopted">*</span>' in html

@@ -1,7 +1,8 @@
 """Every difference between transformers releases that the suites depend on, and nothing else.
 
 Suites call these functions and never look at the version themselves. Each rule names the first release it
-applies to; the rules were checked by running the suites on every minor release 4.50-5.24 (README, "Expectations").
+applies to; the rules were checked by running the suites on every minor release from 4.50 to the newest adopted
+one (`adopted` in suites/expectations.toml; a newer release gets a PROVISIONAL line in the run header).
 This module holds loading, the caches, forward and generate(); each further usage path has its own module in this
 package (`compiled`: torch.compile and torch.export; `multimodal`: Gemma3ForConditionalGeneration and images;
 `generation`: assisted, prompt-lookup and beam decoding, crop(), continuous batching).
@@ -20,7 +21,6 @@ from packaging.version import Version
 
 INSTALLED = Version(transformers.__version__)
 FIRST_SUPPORTED = Version("4.50")  # Gemma 3 appeared in 4.50.0
-NEWEST_CHECKED = Version("5.24")  # the release the project's own tests pin (constraints/project-tests.txt)
 
 # 4.50-4.55: HybridCache; from 4.56 StaticCache builds sliding layers itself (HybridCache is a deprecated alias).
 # From 4.56 too, DynamicCache takes the config and gives sliding layers a trimmed (windowed) layer.
@@ -49,13 +49,6 @@ def release_problem() -> str | None:
             f"transformers {INSTALLED} is not supported: Gemma 3 first appeared in {FIRST_SUPPORTED}. "
             f"Install transformers>={FIRST_SUPPORTED} (e.g. tox -e py311-transformers-latest)."
         )
-    return None
-
-
-def release_note() -> str | None:
-    """A line for the run header when the installed release is newer than any the adapter was checked on."""
-    if INSTALLED.release[:2] > NEWEST_CHECKED.release:
-        return f"transformers {INSTALLED} is newer than {NEWEST_CHECKED}, the newest release this adapter was checked on"
     return None
 
 

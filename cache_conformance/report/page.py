@@ -118,6 +118,9 @@ def notes(run: Run) -> list[str]:
         found.append(f"fault {run.info['injected_fault']} was injected: not a conformance result")
     if run.info.get("expectations") == "ignored":
         found.append("run without expectations (--no-expectations)")
+    if run.info.get("provisional"):
+        found.append(f"provisional: {run.release} is newer than {run.info.get('adopted')}, the adopted release; "
+                     f"{run.info.get('carried', 0)} expected failures are carried from it (xfail marked *)")
     command = run.info.get("command", "")
     if " -k " in f" {command} " or "::" in command:
         found.append(f"partial run: {command}")
@@ -158,18 +161,19 @@ def detail_id(col: dict, check: str) -> str:
 def cell(col: dict, check: str, view: str) -> dict:
     """What one matrix cell shows: the worst outcome over the view's targets, with a count when they differ."""
     if col["run"].crashed:
-        return {"outcome": "crashed", "count": "", "link": detail_id(col, check)}
+        return {"outcome": "crashed", "count": "", "link": detail_id(col, check), "carried": ""}
     records = col["by_check"].get(check, {})
     if view != ALL:
         records = {t: r for t, r in records.items() if t in (view, "")}
     outcomes = [outcome(r) for r in records.values()]
     ran = [o for o in outcomes if o != "skipped"] or outcomes
     if not ran:
-        return {"outcome": "not run", "count": "", "link": ""}
+        return {"outcome": "not run", "count": "", "link": "", "carried": ""}
     worst = min(ran, key=SEVERITY.index)
     same = sum(o == worst for o in ran)
+    carried = {r["carried_from"] for r in records.values() if outcome(r) == worst == "xfailed" and r.get("carried_from")}
     return {"outcome": worst, "count": f"{same}/{len(ran)}" if same != len(ran) else "",
-            "link": detail_id(col, check)}
+            "link": detail_id(col, check), "carried": ", ".join(sorted(carried))}
 
 
 def detail(col: dict, check: str) -> dict:
@@ -194,7 +198,8 @@ def detail(col: dict, check: str) -> dict:
             "cut": max(0, len(message) - MESSAGE_SHOWN),
             "metrics": metric_lines(metrics),
             "chart": series_chart(metrics, f"{check} on {run.release}, {target}"),
-            "expected": record.get("expected", "pass"),
+            "expected": record.get("expected", "pass") + (
+                f" (carried from {record['carried_from']}, release not adopted)" if record.get("carried_from") else ""),
             "reason_no": reasons.index(expectation) + 1 if expectation else 0,
             "command": reproduce(col, record),
         })
