@@ -1,7 +1,7 @@
 """Adopt a new transformers release: extend the expectations that held on it and list what needs a person.
 
-    python -m cache_conformance.adopt RESULTS_FILE [RESULTS_FILE ...] [--expectations suites/expectations.toml]
-                                      [--dry-run]
+    python -m cache_conformance.adopt RESULTS_FILE [RESULTS_FILE ...] [--pins-from PYTHON]
+                                      [--expectations suites/expectations.toml] [--dry-run]
 
 RESULTS_FILE: the results of one release newer than the adopted one (e.g. its CPU and CUDA runs), from a run with
 or without expectations: every record is judged again here from what the test itself did (its raw outcome, the
@@ -12,7 +12,10 @@ For each entry carried forward from the adopted release (its range includes the 
   that ran failed the way it says;
 - left as it is otherwise: none of its tests ran here (say, CUDA-only entries on a CPU run), or some passed or
   failed another way.
-Then `adopted` becomes RELEASE. The file is edited in place with comments and layout kept (tomlkit).
+Then `adopted` becomes RELEASE. The file is edited in place with comments and layout kept (tomlkit). With
+--pins-from, the project's own tests move to RELEASE too: constraints/project-tests.txt is rewritten from the
+packages of that interpreter's environment (the one that ran the release, e.g.
+.tox/py311-transformers-latest/bin/python), which must have RELEASE installed.
 
 Needs a person, printed with the messages:
 - changed failure: a test an entry names failed, but not the way the entry says (another exception, or a
@@ -35,10 +38,11 @@ from pathlib import Path
 import tomlkit
 from packaging.version import InvalidVersion, Version
 
-from cache_conformance import expectations, results
+from cache_conformance import expectations, pins, results
 
 DEFAULT_EXPECTATIONS = Path(__file__).resolve().parent.parent / "suites" / "expectations.toml"
 FAILED = ("failed", "error")
+MESSAGE_SHOWN = 400
 
 
 class AdoptionError(ValueError):
@@ -125,11 +129,12 @@ def _raised_type(record: dict) -> str:
 
 
 def _raised(record: dict) -> str:
-    """One line: the exception a failing record raised (or that it erred in setup), and its message."""
-    first_line = next(iter(results.call_message(record).splitlines()), "")
+    """One line: the exception a failing record raised (or that it erred in setup), and the start of its message."""
+    text = " ".join(results.call_message(record).split())
+    text = text if len(text) <= MESSAGE_SHOWN else text[: MESSAGE_SHOWN - 1] + "…"
     if record.get("raw_outcome") == "error":
-        return f"error outside the test's call: {first_line}"
-    return f"{_raised_type(record)}: {first_line}"
+        return f"error outside the test's call: {text}"
+    return f"{_raised_type(record)}: {text}"
 
 
 def write(adoption: Adoption, path: Path) -> None:
@@ -197,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", type=Path, nargs="+", help="results files of the release to adopt")
     parser.add_argument("--expectations", type=Path, default=DEFAULT_EXPECTATIONS,
                         help="the expectations file to edit (default suites/expectations.toml)")
+    parser.add_argument("--pins-from", type=Path, metavar="PYTHON",
+                        help="also pin the project's own tests to the packages of this interpreter's environment")
     parser.add_argument("--dry-run", action="store_true", help="print what adopting would do; change nothing")
     args = parser.parse_args(argv)
     try:
@@ -208,7 +215,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.dry_run:
         write(adoption, args.expectations)
+        if args.pins_from:
+            try:
+                pins.refreeze(args.pins_from)
+            except pins.PinsError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            pinned = pins.pinned("transformers")
+            if pinned != str(adoption.release):
+                print(f"error: {args.pins_from} has transformers {pinned}, not {adoption.release}", file=sys.stderr)
+                return 2
     print(summary(adoption, args.expectations), end="")
+    if not args.pins_from:
+        print(f"\nThe project's own tests still pin transformers {pins.pinned('transformers')}: move them with "
+              "--pins-from <the python of the environment that ran the release>.")
     return 0
 
 

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+from itertools import takewhile
 from pathlib import Path
 
 PROJECT_PINS = Path(__file__).resolve().parent.parent / "constraints" / "project-tests.txt"
@@ -13,6 +16,29 @@ def pinned(package: str, path: Path = PROJECT_PINS) -> str | None:
     """The version `path` pins `package` to (`package==version`), or None."""
     found = re.search(rf"^{re.escape(package)}==(\S+)", path.read_text(), flags=re.MULTILINE | re.IGNORECASE)
     return found.group(1) if found else None
+
+
+class PinsError(ValueError):
+    """The pins cannot be refreshed; the message is one line."""
+
+
+def refreeze(python: Path, path: Path = PROJECT_PINS) -> None:
+    """Rewrite the pins from the packages installed in `python`'s environment (the project's own package left out,
+    torch's local build tag such as +cpu dropped), keeping the file's opening comment."""
+    uv = shutil.which("uv")
+    if uv is None:
+        raise PinsError("uv is not on PATH (pip install tox-uv installs it)")
+    frozen = subprocess.run([uv, "pip", "freeze", "--python", str(python)], capture_output=True, text=True, check=False)
+    if frozen.returncode != 0:
+        last = (frozen.stderr.strip().splitlines() or ["no message"])[-1]
+        raise PinsError(f"uv pip freeze --python {python} failed: {last}")
+    lines = sorted((re.sub(r"^(torch==[^+\s]+)\+\S+$", r"\1", line) for line in frozen.stdout.splitlines()
+                    if re.fullmatch(r"[A-Za-z0-9._-]+==\S+", line) and not line.startswith("gemma3-cache-conformance==")),
+                   key=lambda line: line.split("==")[0].lower())
+    if not any(line.startswith("transformers==") for line in lines):
+        raise PinsError(f"{python}: transformers is not installed in that environment")
+    comment = list(takewhile(lambda line: line.startswith("#"), path.read_text().splitlines()))
+    path.write_text("\n".join([*comment, *lines]) + "\n")
 
 
 def header_line() -> str:

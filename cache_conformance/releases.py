@@ -4,6 +4,8 @@ the issue opened when a release turns passing checks red.
 .github/workflows/releases.yml only wires these commands together (python -m cache_conformance.releases ...):
 
     site-url --repository OWNER/NAME [--configured URL]    the report's address on GitHub Pages
+    adoptable --releases "V ..."       prints `release=V`: the newest of them when it is newer than the adopted
+                                       release (suites/expectations.toml), else `release=` (nothing to adopt)
     plan   --index URL|FILE --published DIR [--requested "V ..."] [--gpu-runner true]
            prints `count=N`, `releases=V ...` and `matrix=JSON` (for $GITHUB_OUTPUT): one job per release x device
     fetch  --site URL --into DIR       the published results files (none on the first publication)
@@ -39,6 +41,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from cache_conformance import expectations
 from cache_conformance.report import changes, direction, load_results
 from cache_conformance.report.changes import FAILING, outcome
 from cache_conformance.report.load import target_id
@@ -207,6 +210,12 @@ def site_url(repository: str, configured: str = "") -> str:
     return f"https://{owner.lower()}.github.io/{name}/"
 
 
+def to_adopt(run: list[str], adopted: Version) -> Version | None:
+    """The release a run should propose to adopt: the newest of those it ran, when it is newer than `adopted`."""
+    newest = max((_version(text) for text in run), default=None)
+    return newest if newest is not None and newest > adopted else None
+
+
 def regression_issue(runs: list, release: str, site: str) -> tuple[str, str] | None:
     """(title, markdown body) listing the checks that passed on the release before `release` and fail on it, and
     those that failed before and now fail in another way (`changed_failures`), or None when there are neither.
@@ -336,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     issues_cmd.add_argument("--releases", required=True, help="space-separated versions that were just run")
     issues_cmd.add_argument("--site", required=True)
     issues_cmd.add_argument("--into", type=Path, required=True)
+    adoptable_cmd = commands.add_parser("adoptable", help="the release to propose adopting, as a $GITHUB_OUTPUT line")
+    adoptable_cmd.add_argument("--releases", required=True, help="space-separated versions that were just run")
     site_cmd = commands.add_parser("site-url", help="print the report's address")
     site_cmd.add_argument("--repository", required=True, help="owner/name")
     site_cmd.add_argument("--configured", default="", help="an address set by the repository (custom domain)")
@@ -387,6 +398,11 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{release}: {issue[0]}", file=sys.stderr)
                 drafted += 1
         print(f"count={drafted}")
+    elif args.command == "adoptable":
+        adopted = expectations.load(ROOT / "suites" / "expectations.toml").adopted
+        release = to_adopt(args.releases.split(), adopted)
+        print(f"release={release or ''}")
+        print(f"to adopt: {release or f'nothing (adopted: {adopted})'}", file=sys.stderr)
     elif args.command == "site-url":
         print(site_url(args.repository, args.configured))
     return 0

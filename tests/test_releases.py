@@ -246,3 +246,10 @@ def test_the_issues_command_writes_a_title_and_body_per_release_that_regressed(t
     assert sorted(p.name for p in (tmp_path / "issues").iterdir()) == ["5.23.0"]
     body = (tmp_path / "issues" / "5.23.0" / "body.md").read_text()
     assert f"| `{DECODE}` | float32 | cpu | eager | passed | failed |" in body
+
+
+def test_the_release_to_adopt_is_the_newest_one_run_when_it_is_newer_than_the_adopted_one():
+    assert releases.to_adopt(["5.23.1", "5.25.0"], Version("5.24.0")) == Version("5.25.0")
+    assert releases.to_adopt(["5.24.1"], Version("5.24.0")) == Version("5.24.1")
+    assert releases.to_adopt(["5.23.1", "5.24.0"], Version("5.24.0")) is None
+    assert releases.to_adopt([], Version("5.24.0")) is None
