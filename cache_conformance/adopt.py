@@ -107,7 +107,7 @@ def judge(known: expectations.ExpectationsFile, records: list[dict], release: Ve
             continue
         entry = applied.entry
         verdict = carried.get(id(entry))
-        if raw == "failed" and entry.explains(_raised_type(record), results.call_message(record)):
+        if raw == "failed" and entry.explains(*results.exception_of(record)):
             if verdict is not None:
                 verdict.held.append(record["id"])
             continue
@@ -121,20 +121,14 @@ def judge(known: expectations.ExpectationsFile, records: list[dict], release: Ve
     return Adoption(release, known.adopted, list(carried.values()), findings)
 
 
-def _raised_type(record: dict) -> str:
-    if record.get("raw_outcome") == "failed" and "raised" not in record:
-        raise AdoptionError(f"{record['id']}: the record has no `raised` (exception type): results written before "
-                            "the field existed cannot be adopted; run the release again")
-    return record.get("raised", "")
-
-
 def _raised(record: dict) -> str:
     """One line: the exception a failing record raised (or that it erred in setup), and the start of its message."""
-    text = " ".join(results.call_message(record).split())
+    raised, message = results.exception_of(record)
+    text = " ".join(message.split())
     text = text if len(text) <= MESSAGE_SHOWN else text[: MESSAGE_SHOWN - 1] + "…"
     if record.get("raw_outcome") == "error":
         return f"error outside the test's call: {text}"
-    return f"{_raised_type(record)}: {text}"
+    return f"{raised}: {text}"
 
 
 def write(adoption: Adoption, path: Path) -> None:

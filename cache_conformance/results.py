@@ -115,15 +115,22 @@ class ResultsCollector:
         path.write_text(json.dumps(payload, indent=1) + "\n")
 
 
-def call_message(record: dict) -> str:
-    """What str() of the exception the test's call raised said (cut at MESSAGE_LIMIT), from a failing record: its
-    message without the expectation-mismatch line and without the exception's type name that pytest puts first."""
+def exception_of(record: dict) -> tuple[str, str]:
+    """(type name, message) of the exception a failing record's call raised, as an expectation's `raises` and
+    `match` judge them: the record's `raised`, and its message without the expectation-mismatch line and without
+    the type name pytest puts first (qualified by its module unless builtin). Records written before `raised`
+    existed (e.g. reports/device-runs/) give the type from that prefix."""
     text = record.get("message", "")
     if record.get("mismatch"):
         text = text.removeprefix(record["mismatch"] + "\n")
-    # pytest writes "Type: message", the type qualified by its module unless it is a builtin
-    prefix = re.match(rf"(?:[\w.]+\.)?{re.escape(record.get('raised', ''))}(?:: |$)", text)
-    return text[prefix.end():] if prefix else text
+    raised = record.get("raised") or _prefixed_type(text)
+    prefix = re.match(rf"(?:[\w.]+\.)?{re.escape(raised)}(?:: |$)", text) if raised else None
+    return raised, text[prefix.end():] if prefix else text
+
+
+def _prefixed_type(text: str) -> str:
+    found = re.match(r"(?:[\w.]+\.)?(\w+)(?:: |$)", text)
+    return found.group(1) if found else ""
 
 
 def without_xdist_group(nodeid: str) -> str:

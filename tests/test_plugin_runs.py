@@ -196,3 +196,21 @@ def test_with_another_checkpoint_unused_snapshots_do_not_fail_the_run(run_suites
     assert code == 0, output[-3000:]
     skipped = {t["id"] for t in results["tests"] if t["outcome"] == "skipped"}
     assert len(skipped) == 18 and all("test_snapshots.py" in test for test in skipped)
+
+
+@pytest.mark.parametrize(
+    "record, expected",
+    [({"raised": "IndexError", "message": "IndexError: index 20 is out"}, ("IndexError", "index 20 is out")),
+     ({"raised": "Unsupported", "message": "torch._dynamo.exc.Unsupported: a: b"}, ("Unsupported", "a: b")),
+     ({"raised": "IndexError", "message": "IndexError"}, ("IndexError", "")),
+     ({"raised": "AssertionError", "mismatch": "expected failure did not match: x",
+       "message": "expected failure did not match: x\nAssertionError: the cache"}, ("AssertionError", "the cache")),
+     ({"raised": "AssertionError", "message": "assert [- snapshot] == [+ received]\n  decode"},
+      ("AssertionError", "assert [- snapshot] == [+ received]\n  decode")),
+     ({"message": "AssertionError: chunk 1 of 1"}, ("AssertionError", "chunk 1 of 1"))],
+    ids=["builtin", "qualified", "no-message", "after-a-mismatch", "no-type-in-the-message", "before-raised-existed"],
+)
+def test_a_records_exception_is_read_as_expectations_judge_it(record, expected):
+    from cache_conformance.results import exception_of
+
+    assert exception_of(record) == expected

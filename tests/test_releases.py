@@ -253,3 +253,4 @@ def test_the_release_to_adopt_is_the_newest_one_run_when_it_is_newer_than_the_ad
     assert releases.to_adopt(["5.24.1"], Version("5.24.0")) == Version("5.24.1")
     assert releases.to_adopt(["5.23.1", "5.24.0"], Version("5.24.0")) is None
     assert releases.to_adopt([], Version("5.24.0")) is None
+

@@ -6,6 +6,8 @@ Checked by running suites/test_compiled.py on every minor release 4.50-5.24.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import transformers
 from packaging.version import Version
@@ -68,23 +70,21 @@ class ExportedDecoder:
 
 def export_decoder(model, *, capacity: int) -> ExportedDecoder:
     """Export `model` for batch 1 and `capacity` positions with the release's own recipe (strict torch.export, as
-    every recipe defaults to). The model's generation config is left as it was."""
+    every recipe defaults to). A copy is exported: from 4.53 the recipes change the model they are given (its
+    attention implementation, which every later check on the same loaded model inherited), and before 4.52 the
+    recipe reads its cache from the generation config set here."""
+    model = copy.deepcopy(model)
     example = torch.tensor([[text_config(model.config).bos_token_id]], dtype=torch.long, device=model.device)
     example_position = torch.tensor([0], dtype=torch.long, device=model.device)
     from transformers.integrations import executorch
 
     if INSTALLED < DECODER_ONLY_EXPORT_RECIPE:
         # The documented 4.50 recipe: a generation config that asks for a static cache of this size.
-        generation_config = model.generation_config
         model.generation_config = transformers.GenerationConfig(
             use_cache=True, cache_implementation="static",
             cache_config={"batch_size": 1, "max_cache_len": capacity, "device": str(model.device)},
         )
-        try:
-            program = executorch.convert_and_export_with_cache(model, example, example_position)
-        finally:
-            model.generation_config = generation_config
-        return ExportedDecoder(program)
+        return ExportedDecoder(executorch.convert_and_export_with_cache(model, example, example_position))
     if INSTALLED < EXPORT_BATCH_SIZE_RENAMED:
         recipe = executorch.TorchExportableModuleForDecoderOnlyLM(model, max_batch_size=1, max_cache_len=capacity)
         return ExportedDecoder(recipe.export(example, example_position))

@@ -1,0 +1,106 @@
+"""The committed evidence behind suites/expectations.toml, replayed against it.
+
+    python -m cache_conformance.evidence [--expectations suites/expectations.toml]
+
+Evidence is every raw results file committed under reports/scans/ (runs with --no-expectations on every minor
+release) and reports/device-runs/ (runs on lent GPU machines). Replaying them checks two things:
+- every raw failure is explained: the entry that judges the test on that release (as a run would find it) names
+  the exception type and message the test raised;
+- every entry explains at least one committed failure on each scanned release its range claims.
+It also lists the full versions an entry's evidence text names that no committed run ran.
+Exit status 0 when all hold, 1 otherwise (each problem one line), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import Version
+
+from cache_conformance import expectations, results
+
+ROOT = Path(__file__).resolve().parent.parent
+EVIDENCE = (ROOT / "reports" / "scans", ROOT / "reports" / "device-runs")
+DEFAULT_EXPECTATIONS = ROOT / "suites" / "expectations.toml"
+FAILED = ("failed", "error")
+
+
+@dataclass
+class Replay:
+    unexplained: list[str]  # raw failures no entry explains
+    unproven: list[str]  # (entry, release) pairs with no committed failure the entry explains
+    unscanned: list[str]  # versions named in evidence texts that no committed run ran
+
+
+def committed_runs(folders=EVIDENCE) -> dict[Version, list[dict]]:
+    """Every committed raw record, by the transformers release it ran on."""
+    runs: dict[Version, list[dict]] = defaultdict(list)
+    for folder in folders:
+        for path in sorted(folder.rglob("transformers-*.json")):
+            data = json.loads(path.read_text())
+            runs[Version(data["run_info"]["transformers"])] += data["tests"]
+    return dict(runs)
+
+
+def explained_by(known: expectations.ExpectationsFile, record: dict, release: Version):
+    """The entry that judges this record on its release when the record failed the way that entry says, else None."""
+    applied = known.find(record["id"], release)
+    if applied is None or record.get("raw_outcome") != "failed":
+        return None
+    return applied.entry if applied.entry.explains(*results.exception_of(record)) else None
+
+
+def replay(known: expectations.ExpectationsFile, runs: dict[Version, list[dict]]) -> Replay:
+    proven = set()  # (entry index, release)
+    unexplained = []
+    index = {id(entry): number for number, entry in enumerate(known.entries)}
+    for release, records in sorted(runs.items()):
+        for record in records:
+            if record.get("raw_outcome") not in FAILED:
+                continue
+            entry = explained_by(known, record, release)
+            if entry is None:
+                raised, message = results.exception_of(record)
+                first = " ".join(message.split())[:300]
+                unexplained.append(f"{release} {record['id']}: {record['raw_outcome']} {raised}: {first}")
+            else:
+                proven.add((index[id(entry)], release))
+    unproven = [f"expected_failure #{number + 1} ({entry.tests[0]}, releases {entry.releases}) explains no "
+                f"committed failure on {release}"
+                for number, entry in enumerate(known.entries) for release in sorted(runs)
+                if release in entry.releases and (number, release) not in proven]
+    ran = {str(release) for release in runs}
+    unscanned = [f"expected_failure #{number + 1} ({entry.tests[0]}): evidence names {version}, which no committed "
+                 "run ran" for number, entry in enumerate(known.entries)
+                 for version in sorted(set(re.findall(r"\b\d+\.\d+\.\d+\b", entry.evidence)) - ran)]
+    return Replay(unexplained, unproven, unscanned)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cache_conformance.evidence", description=__doc__.split("\n")[0])
+    parser.add_argument("--expectations", type=Path, default=DEFAULT_EXPECTATIONS)
+    args = parser.parse_args(argv)
+    try:
+        known = expectations.load(args.expectations)
+    except expectations.ExpectationsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    runs = committed_runs()
+    found = replay(known, runs)
+    problems = found.unexplained + found.unproven + found.unscanned
+    for line in problems:
+        print(line)
+    print(f"{len(runs)} releases, {sum(map(len, runs.values()))} records, {len(known.entries)} entries: "
+          f"{len(found.unexplained)} unexplained failures, {len(found.unproven)} unproven claims, "
+          f"{len(found.unscanned)} evidence versions not run")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
