@@ -3,7 +3,8 @@
     python -m cache_conformance.evidence [--expectations suites/expectations.toml]
 
 Evidence is every raw results file committed under reports/scans/ (runs with --no-expectations on every minor
-release) and reports/device-runs/ (runs on lent GPU machines). Replaying them checks two things:
+release; a subfolder holds reruns of some tests, which replace the records above them) and reports/device-runs/
+(runs on lent GPU machines). Replaying them checks two things:
 - every raw failure is explained: the entry that judges the test on that release (as a run would find it) names
   the exception type and message the test raised;
 - every entry explains at least one committed failure on each scanned release its range claims.
@@ -39,13 +40,14 @@ class Replay:
 
 
 def committed_runs(folders=EVIDENCE) -> dict[Version, list[dict]]:
-    """Every committed raw record, by the transformers release it ran on."""
-    runs: dict[Version, list[dict]] = defaultdict(list)
+    """Every committed raw record, by the transformers release it ran on. A run in a subfolder is a rerun of some
+    tests (its README says why): its records replace those of the same tests from the folder above."""
+    runs: dict[Version, dict[str, dict]] = defaultdict(dict)
     for folder in folders:
-        for path in sorted(folder.rglob("transformers-*.json")):
+        for path in sorted(folder.rglob("transformers-*.json"), key=lambda path: (len(path.parts), path)):
             data = json.loads(path.read_text())
-            runs[Version(data["run_info"]["transformers"])] += data["tests"]
-    return dict(runs)
+            runs[Version(data["run_info"]["transformers"])].update((record["id"], record) for record in data["tests"])
+    return {release: list(records.values()) for release, records in runs.items()}
 
 
 def explained_by(known: expectations.ExpectationsFile, record: dict, release: Version):

@@ -207,8 +207,10 @@ def test_with_another_checkpoint_unused_snapshots_do_not_fail_the_run(run_suites
        "message": "expected failure did not match: x\nAssertionError: the cache"}, ("AssertionError", "the cache")),
      ({"raised": "AssertionError", "message": "assert [- snapshot] == [+ received]\n  decode"},
       ("AssertionError", "assert [- snapshot] == [+ received]\n  decode")),
-     ({"message": "AssertionError: chunk 1 of 1"}, ("AssertionError", "chunk 1 of 1"))],
-    ids=["builtin", "qualified", "no-message", "after-a-mismatch", "no-type-in-the-message", "before-raised-existed"],
+     ({"message": "AssertionError: chunk 1 of 1"}, ("AssertionError", "chunk 1 of 1")),
+     ({"message": "assert [- snapshot] == [+ received]"}, ("AssertionError", "assert [- snapshot] == [+ received]"))],
+    ids=["builtin", "qualified", "no-message", "after-a-mismatch", "no-type-in-the-message", "before-raised-existed",
+         "before-raised-existed-a-rewritten-assert"],
 )
 def test_a_records_exception_is_read_as_expectations_judge_it(record, expected):
     from cache_conformance.results import exception_of
