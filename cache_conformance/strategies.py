@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from cache_conformance import adapter
 from cache_conformance.compare import Comparison
 from cache_conformance.decoding import recompute
 from cache_conformance.overflow import describe
@@ -126,6 +127,38 @@ class FedTokens:
             self.calls.append(input_ids[0].tolist())
 
         self._handle = self.model.register_forward_pre_hook(record, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._handle.remove()
+
+
+class PositionsHeld:
+    """The most positions each kind of layer (sliding, full) of `model`'s cache held after any forward call while
+    active: read from the cache every call returns (a forward hook), so it sees a cache generate() builds inside,
+    such as an assistant model's."""
+
+    def __init__(self, model):
+        self.model = model
+        self.most = {"sliding": 0, "full": 0}
+        self.calls = 0
+        self._handle = None
+
+    def __enter__(self):
+        sliding = adapter.sliding_layers(self.model.config)
+
+        def record(module, args, kwargs, output):
+            cache = adapter.returned_cache(output)
+            if cache is None:
+                return
+            self.calls += 1
+            for layer in range(adapter.layer_count(cache)):
+                kind = "sliding" if sliding[layer] else "full"
+                keys = adapter.layer_storage(cache, layer)[0]
+                held = keys.shape[-2] if keys is not None and keys.dim() == 4 else 0
+                self.most[kind] = max(self.most[kind], held)
+
+        self._handle = self.model.register_forward_hook(record, with_kwargs=True)
         return self
 
     def __exit__(self, *exc_info):

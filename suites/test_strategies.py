@@ -23,6 +23,7 @@ The outcome is in the results file; a failure message starts with it.
 - One cache, another batch: a static cache made for 3 rows serves 3, then after reset() 1, then 2.
 """
 
+import copy
 from dataclasses import dataclass
 
 import pytest
@@ -76,6 +77,29 @@ def test_assisted_decoding_matches_recomputation(model, draft_model, window, tok
     prompt = tokens(1, window + 3)
     drafted_generation(model, prompt, cache_kind, compare, metrics, what="assisted decoding",
                        assistant_model=draft_model)
+
+
+def test_assisted_decoding_keeps_the_assistants_sliding_layers_within_the_window(model, window, tokens, metrics):
+    """An assistant that agrees with the model (a copy of it) has every draft accepted; its cache, built and rolled
+    back by generate(), must not grow in the sliding layers with the number of tokens generated (5.25 stopped
+    trimming it after fully accepted drafts). Control: the full-attention layers of the same cache do grow, so the
+    probe sees growth where there is some."""
+    assistant = copy.deepcopy(model)
+    prompt = tokens(1, window + 2)
+    most = {}
+    for new_tokens in (2 * window, 4 * window):
+        with strategies.PositionsHeld(assistant) as held:
+            generation.generate(model, prompt, max_new_tokens=new_tokens, assistant_model=assistant)
+        assert held.calls, "the assistant's forward returned no cache: nothing was measured"
+        most[new_tokens] = held.most
+    metrics["assistant_positions_held"] = {f"{n} new tokens": m for n, m in most.items()}
+    short, long = most[2 * window], most[4 * window]
+    assert long["full"] > short["full"], (
+        f"positive control: the assistant's full-attention layers held {short['full']} positions after "
+        f"{2 * window} new tokens and {long['full']} after {4 * window}: the probe saw no growth at all")
+    assert long["sliding"] == short["sliding"], (
+        f"the assistant's sliding layers (W={window}) grew with the tokens generated: at most {short['sliding']} "
+        f"positions held over {2 * window} new tokens, {long['sliding']} over {4 * window}")
 
 
 def repetitive_prompt(tokens, window: int) -> torch.Tensor:

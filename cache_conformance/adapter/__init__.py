@@ -194,6 +194,11 @@ def seq_length(cache) -> int:
     return int(cache.get_seq_length())
 
 
+def returned_cache(output, cache_keyword: str | None = None):
+    """The cache a forward() or generate() output carries (its field is named like the cache argument)."""
+    return getattr(output, cache_keyword or CACHE_KEYWORD)
+
+
 def layer_storage(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The key and value tensors the cache holds for one layer (its storage, not a copy)."""
     if INSTALLED < CACHE_LAYER_OBJECTS:
@@ -265,7 +270,7 @@ def generate_with_default_cache(model, input_ids, *, max_new_tokens: int, cache_
     """Greedy generate() with the cache it builds by default; returns (sequences, that cache, read from the
     output's field named `cache_keyword`, by default the release's own name)."""
     output = _greedy_generate_output(model, input_ids, max_new_tokens)
-    return output.sequences, getattr(output, cache_keyword or CACHE_KEYWORD)
+    return output.sequences, returned_cache(output, cache_keyword)
 
 
 def _greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
