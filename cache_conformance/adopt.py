@@ -208,17 +208,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not args.dry_run:
-        write(adoption, args.expectations)
-        if args.pins_from:
+        if args.pins_from:  # first, so that a wrong environment leaves both files as they were
+            before = pins.PROJECT_PINS.read_text()
             try:
-                pins.refreeze(args.pins_from)
+                pins.refreeze(args.pins_from, pins.PROJECT_PINS)
+                pinned = pins.pinned("transformers", pins.PROJECT_PINS)
+                if pinned != str(adoption.release):
+                    raise pins.PinsError(f"{args.pins_from} has transformers {pinned}, not {adoption.release}")
             except pins.PinsError as error:
+                pins.PROJECT_PINS.write_text(before)
                 print(f"error: {error}", file=sys.stderr)
                 return 2
-            pinned = pins.pinned("transformers")
-            if pinned != str(adoption.release):
-                print(f"error: {args.pins_from} has transformers {pinned}, not {adoption.release}", file=sys.stderr)
-                return 2
+        write(adoption, args.expectations)
     print(summary(adoption, args.expectations), end="")
     if not args.pins_from:
         print(f"\nThe project's own tests still pin transformers {pins.pinned('transformers')}: move them with "

@@ -111,3 +111,18 @@ def test_results_of_two_releases_are_refused(expectations_file, tmp_path, capsys
     path.write_text(json.dumps(other))
     assert adopt.main([str(RESULTS), str(path), "--expectations", str(expectations_file)]) == 2
     assert "several releases (4.51.3, 4.52.4)" in capsys.readouterr().err
+
+
+def test_pins_from_an_environment_of_another_release_change_neither_file(expectations_file, tmp_path, monkeypatch,
+                                                                         capsys):
+    """--pins-from must name the environment that ran the release: this interpreter's has another transformers."""
+    import sys
+
+    from cache_conformance import pins
+
+    monkeypatch.setattr(pins, "PROJECT_PINS", tmp_path / "project-tests.txt")
+    shutil.copyfile(DATA.parent.parent.parent / "constraints" / "project-tests.txt", pins.PROJECT_PINS)
+    before = (expectations_file.read_text(), pins.PROJECT_PINS.read_text())
+    assert adopt.main([str(RESULTS), "--expectations", str(expectations_file), "--pins-from", sys.executable]) == 2
+    assert "not 4.51.3" in capsys.readouterr().err
+    assert (expectations_file.read_text(), pins.PROJECT_PINS.read_text()) == before
