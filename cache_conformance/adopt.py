@@ -41,7 +41,6 @@ from packaging.version import InvalidVersion, Version
 from cache_conformance import expectations, pins, results
 
 DEFAULT_EXPECTATIONS = Path(__file__).resolve().parent.parent / "suites" / "expectations.toml"
-FAILED = ("failed", "error")
 MESSAGE_SHOWN = 400
 
 
@@ -102,12 +101,12 @@ def judge(known: expectations.ExpectationsFile, records: list[dict], release: Ve
             continue  # not a conformance check, or not judged here
         applied = known.find(record["id"], release)
         if applied is None:
-            if raw in FAILED:
-                findings.append(Finding("new failure", record["id"], _raised(record)))
+            if raw in results.RAW_FAILURES:
+                findings.append(Finding("new failure", record["id"], results.failure_line(record, MESSAGE_SHOWN)))
             continue
         entry = applied.entry
         verdict = carried.get(id(entry))
-        if raw == "failed" and entry.explains(*results.exception_of(record)):
+        if entry.explains_record(record):
             if verdict is not None:
                 verdict.held.append(record["id"])
             continue
@@ -117,18 +116,9 @@ def judge(known: expectations.ExpectationsFile, records: list[dict], release: Ve
         if raw == "passed":
             findings.append(Finding("new pass", record["id"], f"passed; {expected}"))
         else:
-            findings.append(Finding("changed failure", record["id"], f"{_raised(record)}; {expected}"))
+            findings.append(Finding("changed failure", record["id"],
+                                    f"{results.failure_line(record, MESSAGE_SHOWN)}; {expected}"))
     return Adoption(release, known.adopted, list(carried.values()), findings)
-
-
-def _raised(record: dict) -> str:
-    """One line: the exception a failing record raised (or that it erred in setup), and the start of its message."""
-    raised, message = results.exception_of(record)
-    text = " ".join(message.split())
-    text = text if len(text) <= MESSAGE_SHOWN else text[: MESSAGE_SHOWN - 1] + "…"
-    if record.get("raw_outcome") == "error":
-        return f"error outside the test's call: {text}"
-    return f"{raised}: {text}"
 
 
 def write(adoption: Adoption, path: Path) -> None:

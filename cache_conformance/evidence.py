@@ -29,7 +29,6 @@ from cache_conformance import expectations, results
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENCE = (ROOT / "reports" / "scans", ROOT / "reports" / "device-runs")
 DEFAULT_EXPECTATIONS = ROOT / "suites" / "expectations.toml"
-FAILED = ("failed", "error")
 
 
 @dataclass
@@ -53,9 +52,7 @@ def committed_runs(folders=EVIDENCE) -> dict[Version, list[dict]]:
 def explained_by(known: expectations.ExpectationsFile, record: dict, release: Version):
     """The entry that judges this record on its release when the record failed the way that entry says, else None."""
     applied = known.find(record["id"], release)
-    if applied is None or record.get("raw_outcome") != "failed":
-        return None
-    return applied.entry if applied.entry.explains(*results.exception_of(record)) else None
+    return applied.entry if applied is not None and applied.entry.explains_record(record) else None
 
 
 def replay(known: expectations.ExpectationsFile, runs: dict[Version, list[dict]]) -> Replay:
@@ -64,13 +61,11 @@ def replay(known: expectations.ExpectationsFile, runs: dict[Version, list[dict]]
     index = {id(entry): number for number, entry in enumerate(known.entries)}
     for release, records in sorted(runs.items()):
         for record in records:
-            if record.get("raw_outcome") not in FAILED:
+            if record.get("raw_outcome") not in results.RAW_FAILURES:
                 continue
             entry = explained_by(known, record, release)
             if entry is None:
-                raised, message = results.exception_of(record)
-                first = " ".join(message.split())[:300]
-                unexplained.append(f"{release} {record['id']}: {record['raw_outcome']} {raised}: {first}")
+                unexplained.append(f"{release} {record['id']}: {results.failure_line(record, 300)}")
             else:
                 proven.add((index[id(entry)], release))
     unproven = [f"expected_failure #{number + 1} ({entry.tests[0]}, releases {entry.releases}) explains no "

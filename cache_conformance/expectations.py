@@ -31,6 +31,8 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from cache_conformance import results
+
 REQUIRED = ("tests", "releases", "raises", "match", "reason", "evidence")
 UPPER_BOUNDS = ("<", "<=", "==", "===", "~=")
 
@@ -52,6 +54,10 @@ class Expectation:
     def explains(self, exception_type: str, message: str) -> bool:
         """Whether a test that ended with `exception_type: message` failed the way this entry says it does."""
         return exception_type in self.raises and self.match.search(message) is not None
+
+    def explains_record(self, record: dict) -> bool:
+        """Whether a results record's call failed the way this entry says (`explains`, from what the record kept)."""
+        return record.get("raw_outcome") == "failed" and self.explains(*results.exception_of(record))
 
     def describe(self) -> str:
         return f"{' or '.join(self.raises)} matching {self.match.pattern!r}"

@@ -128,6 +128,18 @@ def exception_of(record: dict) -> tuple[str, str]:
     return raised, text[prefix.end():] if prefix else text
 
 
+RAW_FAILURES = ("failed", "error")  # raw outcomes of a test that did not pass: failed in its call, or erred around it
+
+
+def failure_line(record: dict, limit: int) -> str:
+    """One line for a person: the exception a failing record's call raised and its message, white space folded and
+    cut at `limit` characters (or that it erred outside its call)."""
+    raised, message = exception_of(record)
+    text = " ".join(message.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"error outside the test's call: {text}" if record.get("raw_outcome") == "error" else f"{raised}: {text}"
+
+
 def _prefixed_type(text: str) -> str:
     if text.startswith("assert "):  # pytest leaves "AssertionError: " off a rewritten assert's message
         return "AssertionError"
