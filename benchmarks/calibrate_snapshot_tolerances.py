@@ -15,7 +15,8 @@ import statistics
 import pytest
 import torch
 
-from cache_conformance import adapter, checkpoint, faults
+from cache_conformance import adapter, checkpoint
+from cache_conformance.selftest import faults
 from cache_conformance.snapshots import reference_run
 from cache_conformance.targets import DTYPES
 

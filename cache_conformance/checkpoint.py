@@ -7,7 +7,9 @@ import json
 import os
 from pathlib import Path
 
-EMBEDDED = Path(__file__).resolve().parent.parent / "fixtures" / "tiny-gemma3"
+from cache_conformance import ROOT
+
+EMBEDDED = ROOT / "fixtures" / "tiny-gemma3"
 MULTIMODAL_EMBEDDED = EMBEDDED.parent / "tiny-gemma3-multimodal"
 DRAFT_EMBEDDED = EMBEDDED.parent / "tiny-gemma3-draft"  # the draft model of assisted decoding
 OTHER_EMBEDDED = EMBEDDED.parent / "tiny-gemma3-other"  # differently shaped: W 5, 3:1 layers, 8/1 heads, head_dim 16

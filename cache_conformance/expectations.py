@@ -4,7 +4,7 @@ The file starts with the newest adopted release, the one whose results a person 
     adopted = "5.24.0"
 On a newer release every entry whose range includes the adopted release is carried forward provisionally: a
 failure it explains is an expected failure marked "carried from 5.24.0, release not adopted"; anything else is
-judged raw. `python -m cache_conformance.adopt` extends the ranges that held and moves `adopted`.
+judged raw. `python -m cache_conformance.releases.adopt` extends the ranges that held and moves `adopted`.
 
 Each entry:
     [[expected_failure]]
@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from cache_conformance import results
+from cache_conformance import ROOT, results
+
+DEFAULT_PATH = ROOT / "suites" / "expectations.toml"
 
 REQUIRED = ("tests", "releases", "raises", "match", "reason", "evidence")
 UPPER_BOUNDS = ("<", "<=", "==", "===", "~=")
@@ -115,6 +118,18 @@ class ExpectationsFile:
         reached = [applied for applied in reached if applied is not None]
         return next((a for a in reached if not a.carried_from), None) or next(iter(reached), None)
 
+    def unused(self, ran: list[str], version: Version, could_match: Callable[[str], bool]) -> list[Expectation]:
+        """Entries that reach `version` and have patterns this run `could_match`, none of which matched a test in
+        `ran`: stale entries, or tests renamed under them."""
+        unused = []
+        for entry in self.entries:
+            judged = [pattern for pattern in entry.tests if could_match(pattern)]
+            if self.reaches(entry, version) and judged and not any(
+                matches(pattern, nodeid) for pattern in judged for nodeid in ran
+            ):
+                unused.append(entry)
+        return unused
+
 
 def matches(pattern: str, nodeid: str) -> bool:
     """Whether a node id pattern (`*` is any run of characters) matches the whole of `nodeid`."""
@@ -191,3 +206,28 @@ def extended_to(releases: str, version: Version) -> str:
         else:
             kept.append(clause)
     return ",".join([*kept, f"<={version}"])
+
+
+def judge(report, call, applied: Applied) -> None:
+    """An expected failure holds only when the call failed the way the entry says (strict, like wpt's FAIL vs
+    CRASH): a pass is XPASS(strict), any other failure stays a failure with both texts. Setup errors are never
+    expected. Outcomes are set as pytest's own xfail sets them, so reports, xdist and the results file agree.
+    A verdict by an entry carried forward to a release not adopted yet says so in its reason."""
+    if report.skipped:
+        return
+    expectation, label = applied.entry, applied.label
+    reason = f"{label}: {expectation.reason}" if label else expectation.reason
+    if report.passed:
+        report.outcome = "failed"
+        report.longrepr = f"[XPASS(strict)] {reason}"
+        return
+    exception_type, message = call.excinfo.typename, str(call.excinfo.value)
+    if expectation.explains(exception_type, message):
+        report.outcome = "skipped"
+        report.wasxfail = reason
+        return
+    mismatch = (f"expected failure{f' ({label})' if label else ''} did not match: expected {expectation.describe()}; "
+                f"got {exception_type}: {message.splitlines()[0] if message else ''}")
+    report.user_properties.append(("expectation_mismatch", mismatch))
+    if hasattr(report.longrepr, "addsection"):
+        report.longrepr.addsection("expectation", mismatch)

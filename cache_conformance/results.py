@@ -27,12 +27,17 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 FORMAT = 1
 MESSAGE_LIMIT = 2000
+SLOW_DESELECTED_KEY = pytest.StashKey[list]()  # node ids of the slow checks a process deselected
 
 
 def suite_commit(root: Path) -> str:
@@ -113,6 +118,95 @@ class ResultsCollector:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+class ResultsRecorder:
+    """A pytest plugin on the process that sees every test report (the xdist controller, or the only process): it
+    folds the reports into the results file at `path` and ends the terminal summary with what the file says.
+    `known` is the expectations file (None with --no-expectations); `unused_expectations(ran, slow)` names the
+    entries for this release that no test that ran matched."""
+
+    def __init__(self, config, collector: ResultsCollector, path: Path, *, known, release,
+                 unused_expectations: Callable[[list[str], list[str]], list]):
+        self.config = config
+        self.collector = collector
+        self.path = path
+        self.known = known
+        self.release = release
+        self.find_unused = unused_expectations
+        self.started = time.monotonic()
+        # Where this run's time went (the matrix runner prints it per release); with xdist, the controller's view.
+        self.phases = {"imports_s": seconds_since_process_start()}
+        self.workers_slow_deselected: list[str] = []  # with xdist, what the workers deselected as slow
+
+    def pytest_collection(self, session):
+        self.collection_started = time.monotonic()
+
+    def pytest_collection_finish(self, session):
+        self.collection_finished = time.monotonic()
+        self.phases["collection_s"] = round(self.collection_finished - self.collection_started, 2)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        """An xdist worker finished: keep the slow checks it deselected (every worker collects the same items)."""
+        self.workers_slow_deselected = getattr(node, "workeroutput", {}).get("slow_deselected", [])
+
+    def slow_deselected(self) -> list[str]:
+        """Node ids of the slow checks this run deselected, whether it collected them itself or xdist workers did."""
+        return self.config.stash.get(SLOW_DESELECTED_KEY, None) or self.workers_slow_deselected
+
+    def unused_expectations(self) -> list:
+        return self.find_unused(list(self.collector.records), self.slow_deselected())
+
+    def pytest_runtest_logreport(self, report):
+        if "suite" in dict(report.user_properties):
+            self.collector.add(report)
+
+    def pytest_sessionfinish(self, session):
+        if not self.collector.records:
+            return  # no conformance check ran (e.g. only the project's own tests)
+        self.collector.info["unused_expectations"] = [e.as_dict() for e in self.unused_expectations()]
+        if "collection_s" in self.phases:
+            self.phases["tests_s"] = round(time.monotonic() - self.collection_finished, 2)
+        self.collector.info["phases"] = self.phases
+        self.collector.info["slow_deselected"] = len(self.slow_deselected())
+        if self.known is not None:
+            self.collector.info["carried"] = len(self.carried())
+        self.collector.write(self.path, time.monotonic() - self.started)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.collector.records:
+            return
+        for entry in self.unused_expectations():
+            terminalreporter.write_line(
+                f"WARNING: expectation matches no test that ran: tests={entry.tests} releases={entry.releases}",
+                yellow=True,
+            )
+        if self.known is not None and self.known.provisional(self.release):
+            terminalreporter.write_line(
+                f"PROVISIONAL: {len(self.carried())} of the expected failures are carried from {self.known.adopted} "
+                f"(transformers {self.release} is not adopted); adopt it with: "
+                f"python -m cache_conformance.releases.adopt {self.path}", yellow=True)
+        slow = self.slow_deselected()
+        if slow:
+            terminalreporter.write_line(f"{len(slow)} slow checks deselected (compilation and export on other "
+                                        "targets): --include-slow runs them")
+        terminalreporter.write_line(f"results: {self.path}")
+
+    def carried(self) -> list[str]:
+        """Node ids of the expected failures that held only by being carried forward to this release."""
+        return [nodeid for nodeid, record in self.collector.records.items()
+                if record["outcome"] == "xfailed" and record.get("carried_from")]
+
+
+def seconds_since_process_start() -> float | None:
+    """Seconds since this interpreter started (Linux: /proc, to 10 ms), or None where that cannot be read."""
+    try:
+        started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(uptime - started_ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
 def exception_of(record: dict) -> tuple[str, str]:

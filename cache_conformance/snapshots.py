@@ -22,12 +22,11 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from syrupy.extensions.single_file import SingleFileSnapshotExtension
 
-from cache_conformance import adapter, checkpoint
+from cache_conformance import ROOT, adapter, checkpoint
 from cache_conformance.decoding import call
 from cache_conformance.targets import Target
 from cache_conformance.tolerances import Tolerance
 
-ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = ROOT / "fixtures" / "snapshots"
 REFERENCE_TARGET = Target("float32", "cpu", "eager")  # the target that records; every other compares with it
 UPDATE_COMMAND = "pytest suites/test_snapshots.py suites/test_multimodal.py -k reference -p no:xdist --snapshot-update"

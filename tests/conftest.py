@@ -29,6 +29,6 @@ def run_suites(tmp_path):
 
 
 def pytest_report_header(config):
-    from cache_conformance import pins
+    from cache_conformance.releases import pins
 
     return [pins.header_line()]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from cache_conformance import adopt, expectations
+from cache_conformance import expectations
+from cache_conformance.releases import adopt
 
 DATA = Path(__file__).resolve().parent / "data" / "adopt"
 RESULTS = DATA / "transformers-4.51.3.json"
@@ -118,7 +119,7 @@ def test_pins_from_an_environment_of_another_release_change_neither_file(expecta
     """--pins-from must name the environment that ran the release: this interpreter's has another transformers."""
     import sys
 
-    from cache_conformance import pins
+    from cache_conformance.releases import pins
 
     monkeypatch.setattr(pins, "PROJECT_PINS", tmp_path / "project-tests.txt")
     shutil.copyfile(DATA.parent.parent.parent / "constraints" / "project-tests.txt", pins.PROJECT_PINS)

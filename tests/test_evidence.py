@@ -1,5 +1,5 @@
 """The evidence behind suites/expectations.toml: the committed raw scans (reports/scans/) and GPU runs
-(reports/device-runs/), replayed against the expectations file by cache_conformance.evidence."""
+(reports/device-runs/), replayed against the expectations file by cache_conformance.releases.evidence."""
 
 import json
 from pathlib import Path
@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from cache_conformance import evidence, expectations, releases
-from cache_conformance.plugin import DEFAULT_EXPECTATIONS
+from cache_conformance import expectations
+from cache_conformance.releases import evidence
+from cache_conformance.releases import workflow as releases
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOWN = 30
@@ -16,7 +17,7 @@ SHOWN = 30
 
 @pytest.fixture(scope="module")
 def known():
-    return expectations.load(DEFAULT_EXPECTATIONS)
+    return expectations.load(expectations.DEFAULT_PATH)
 
 
 @pytest.fixture(scope="module")

@@ -99,9 +99,8 @@ def test_a_malformed_file_is_one_clear_error_naming_the_file(tmp_path, text, com
 
 
 def test_the_shipped_expectations_file_loads():
-    from cache_conformance.plugin import DEFAULT_EXPECTATIONS
 
-    for entry in expectations.load(DEFAULT_EXPECTATIONS).entries:
+    for entry in expectations.load(expectations.DEFAULT_PATH).entries:
         assert all(pattern.startswith("suites/") for pattern in entry.tests), entry.tests
 
 
@@ -123,9 +122,8 @@ def test_a_pattern_names_test_functions_by_its_part_before_the_parameters():
 
 
 def test_no_shipped_entry_reaches_past_the_adopted_release():
-    from cache_conformance.plugin import DEFAULT_EXPECTATIONS
 
-    known = expectations.load(DEFAULT_EXPECTATIONS)
+    known = expectations.load(expectations.DEFAULT_PATH)
     next_patch = Version(f"{known.adopted.major}.{known.adopted.minor}.{known.adopted.micro + 1}")
     for entry in known.entries:
         assert next_patch not in entry.releases, (entry.tests, str(entry.releases))

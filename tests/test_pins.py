@@ -5,18 +5,19 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from cache_conformance import expectations, pins, releases
-from cache_conformance.plugin import DEFAULT_EXPECTATIONS
+from cache_conformance import expectations
+from cache_conformance.releases import pins
+from cache_conformance.releases import workflow as releases
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_pinned_transformers_is_the_adopted_release():
     pinned = Version(pins.pinned("transformers"))
-    adopted = expectations.load(DEFAULT_EXPECTATIONS).adopted
+    adopted = expectations.load(expectations.DEFAULT_PATH).adopted
     assert pinned == adopted, (
         f"constraints/project-tests.txt pins transformers {pinned} but suites/expectations.toml adopted {adopted}: "
-        "python -m cache_conformance.adopt moves both"
+        "python -m cache_conformance.releases.adopt moves both"
     )
 
 

@@ -5,7 +5,7 @@ import json
 
 from test_plugin_runs import expectation_file
 
-from cache_conformance import releases
+from cache_conformance.releases import workflow as releases
 from cache_conformance.report import load_results
 
 STAND_IN_ADOPTED = "5.0.0"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from cache_conformance import releases
+from cache_conformance.releases import workflow as releases
 from cache_conformance.report.load import load_results
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cache_conformance import matrix
+from cache_conformance.releases import matrix
 from cache_conformance.report import changes, direction, load_results, main, page
 from cache_conformance.report.changes import outcome
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from cache_conformance import faults, selftest
+from cache_conformance.selftest import faults
+from cache_conformance.selftest import run as selftest
 
 LOCATED = {
     "equivalence": "decode step 1 (position 7, 8 tokens seen): max abs diff 1.07 exceeds tolerance (atol 0.0001); "

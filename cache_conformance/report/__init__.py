@@ -9,7 +9,7 @@ Functions for other tools (e.g. drafting a regression issue from two runs):
 
     load_results(folder: Path) -> tuple[list[Run], list[str]]
         every results file in the folder (reports/results/transformers-<version>.json, stand-ins written by
-        cache_conformance.matrix for releases that crashed, selftest-transformers-<version>.json), sorted by
+        cache_conformance.releases.matrix for releases that crashed, selftest-transformers-<version>.json), sorted by
         release, and one error line per file or entry left out.
     changes(previous_run: Run, new_run: Run) -> list[Change]
         every (check, target) whose outcome differs; Change is the named tuple

@@ -3,7 +3,7 @@ raises a TypeError of the patch's own, as a patch written against another releas
 
 import pytest
 
-from cache_conformance import faults
+from cache_conformance.selftest import faults
 
 
 def _broken(update):

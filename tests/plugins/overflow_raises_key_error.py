@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from cache_conformance import faults
+from cache_conformance.selftest import faults
 
 
 def _index_error_as_key_error(update):

@@ -1,6 +1,6 @@
 """Adopt a new transformers release: extend the expectations that held on it and list what needs a person.
 
-    python -m cache_conformance.adopt RESULTS_FILE [RESULTS_FILE ...] [--pins-from PYTHON]
+    python -m cache_conformance.releases.adopt RESULTS_FILE [RESULTS_FILE ...] [--pins-from PYTHON]
                                       [--expectations suites/expectations.toml] [--dry-run]
 
 RESULTS_FILE: the results of one release newer than the adopted one (e.g. its CPU and CUDA runs), from a run with
@@ -38,9 +38,9 @@ from pathlib import Path
 import tomlkit
 from packaging.version import InvalidVersion, Version
 
-from cache_conformance import expectations, pins, results
+from cache_conformance import expectations, results
+from cache_conformance.releases import pins
 
-DEFAULT_EXPECTATIONS = Path(__file__).resolve().parent.parent / "suites" / "expectations.toml"
 MESSAGE_SHOWN = 400
 
 
@@ -182,9 +182,9 @@ def _read(path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cache_conformance.adopt", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cache_conformance.releases.adopt", description=__doc__.split("\n")[0])
     parser.add_argument("results", type=Path, nargs="+", help="results files of the release to adopt")
-    parser.add_argument("--expectations", type=Path, default=DEFAULT_EXPECTATIONS,
+    parser.add_argument("--expectations", type=Path, default=expectations.DEFAULT_PATH,
                         help="the expectations file to edit (default suites/expectations.toml)")
     parser.add_argument("--pins-from", type=Path, metavar="PYTHON",
                         help="also pin the project's own tests to the packages of this interpreter's environment")

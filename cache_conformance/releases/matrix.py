@@ -1,6 +1,6 @@
 """Run the suites on a set of transformers releases, two at a time, collect their results files, build the report.
 
-    python -m cache_conformance.matrix [--releases 4.50 4.56 5.0 latest] [--jobs 2] [--no-report] [-- pytest args]
+    python -m cache_conformance.releases.matrix [--releases 4.50 4.56 5.0 latest] [--jobs 2] [--no-report] [-- pytest args]
 
 Each release runs in its tox environment `py311-transformers-<release>` (created on first use, reused after), with
 the project's wheel built once for all of them (tox's --installpkg) rather than once per release. Phases are timed
@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from cache_conformance import ROOT
+
 ENV_PREFIX = "py311-transformers-"
 FINISHED = ("passed", "failed", "crashed", "same")
 MET = ("passed", "same")  # met its expectations, itself or through the release that ran its version
@@ -265,7 +266,7 @@ def run_matrix(releases: list[str], settings: Settings) -> list[Job]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m cache_conformance.matrix",
+        prog="python -m cache_conformance.releases.matrix",
         description="Run the conformance suites on several transformers releases and collect the results files.",
         epilog="Arguments after -- go to pytest in every release, e.g. -- -k equivalence.",
     )

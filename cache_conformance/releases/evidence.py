@@ -1,6 +1,6 @@
 """The committed evidence behind suites/expectations.toml, replayed against it.
 
-    python -m cache_conformance.evidence [--expectations suites/expectations.toml]
+    python -m cache_conformance.releases.evidence [--expectations suites/expectations.toml]
 
 Evidence is every raw results file committed under reports/scans/ (runs with --no-expectations on every minor
 release; a subfolder holds reruns of some tests, which replace the records above them) and reports/device-runs/
@@ -24,11 +24,9 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from cache_conformance import expectations, results
+from cache_conformance import ROOT, expectations, results
 
-ROOT = Path(__file__).resolve().parent.parent
 EVIDENCE = (ROOT / "reports" / "scans", ROOT / "reports" / "device-runs")
-DEFAULT_EXPECTATIONS = ROOT / "suites" / "expectations.toml"
 
 
 @dataclass
@@ -80,8 +78,8 @@ def replay(known: expectations.ExpectationsFile, runs: dict[Version, list[dict]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cache_conformance.evidence", description=__doc__.split("\n")[0])
-    parser.add_argument("--expectations", type=Path, default=DEFAULT_EXPECTATIONS)
+    parser = argparse.ArgumentParser(prog="python -m cache_conformance.releases.evidence", description=__doc__.split("\n")[0])
+    parser.add_argument("--expectations", type=Path, default=expectations.DEFAULT_PATH)
     args = parser.parse_args(argv)
     try:
         known = expectations.load(args.expectations)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from cache_conformance import ROOT
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 Runs each suite's smallest slice (SLICES) as a pytest session under every fault whose property it is (the patch
 applied for the session and undone when it ends), once more in a 16-bit dtype for one fault per property
 (SIXTEEN_BIT), where the tolerances are widest, and once without any fault (every test must pass, expected failures
-aside). The sessions run one after another in N long-lived worker processes (cache_conformance/pytest_runs.py), so
+aside). The sessions run one after another in N long-lived worker processes (cache_conformance/selftest/pytest_runs.py), so
 torch and transformers are imported N times, not once per session; the clean sessions run last, in processes that
 have already run faults, so a patch that was not fully undone would show as a clean session that is not clean.
 A fault is caught only on the property's own evidence: a test of that suite fails with a message that says where
@@ -30,10 +30,11 @@ from pathlib import Path
 
 import transformers
 
-from cache_conformance import checkpoint, faults, pins, results
-from cache_conformance.pytest_runs import Run, Session, run_all
+from cache_conformance import ROOT, checkpoint, results
+from cache_conformance.releases import pins
+from cache_conformance.selftest import faults
+from cache_conformance.selftest.pytest_runs import Run, Session, run_all
 
-ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
 FORMAT = 1
 

@@ -41,12 +41,11 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from cache_conformance import expectations
+from cache_conformance import ROOT, expectations
 from cache_conformance.report import changes, direction, load_results
 from cache_conformance.report.changes import FAILING, outcome
 from cache_conformance.report.load import target_id
 
-ROOT = Path(__file__).resolve().parent.parent
 FIRST_RELEASE = Version("4.50")  # the first release with Gemma 3
 TORCH = "2.13.0"  # tox.ini's default torch; jobs on GitHub's machines pick the build for their device
 JOBS = {

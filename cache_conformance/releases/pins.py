@@ -9,7 +9,9 @@ import subprocess
 from itertools import takewhile
 from pathlib import Path
 
-PROJECT_PINS = Path(__file__).resolve().parent.parent / "constraints" / "project-tests.txt"
+from cache_conformance import ROOT
+
+PROJECT_PINS = ROOT / "constraints" / "project-tests.txt"
 
 
 def pinned(package: str, path: Path = PROJECT_PINS) -> str | None:

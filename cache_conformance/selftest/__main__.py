@@ -1,0 +1,5 @@
+import sys
+
+from cache_conformance.selftest.run import main
+
+sys.exit(main())

@@ -1,0 +1,35 @@
+"""`--inject-fault NAME`: a pytest plugin that patches one catalogued fault into the installed transformers for
+the session (undone when it ends), says so in the run header and in the results file's run info. Loaded by the
+root conftest.py beside the harness's plugin, which never imports the self-test."""
+
+from __future__ import annotations
+
+import pytest
+
+from cache_conformance.selftest import faults
+
+
+def pytest_addoption(parser):
+    parser.getgroup("cache-conformance").addoption(
+        "--inject-fault", choices=sorted(faults.CATALOGUE),
+        help="patch a deliberate cache bug into transformers for this run (the suites must fail)")
+
+
+def pytest_configure(config):
+    name = config.getoption("inject_fault")
+    if not name:
+        return
+    patcher = pytest.MonkeyPatch()
+    faults.apply(name, patcher)
+    config.add_cleanup(patcher.undo)
+    recorder = config.pluginmanager.get_plugin("cache-conformance-results")  # absent on xdist workers
+    if recorder is not None:
+        recorder.collector.info["injected_fault"] = name
+
+
+def pytest_report_header(config):
+    name = config.getoption("inject_fault")
+    if name:
+        fault = faults.CATALOGUE[name]
+        return [f"INJECTED FAULT {fault.name}: {fault.description}"]
+    return []
