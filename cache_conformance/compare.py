@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cache_conformance import findings
 from cache_conformance.tolerances import Tolerance
 
 
@@ -46,11 +47,12 @@ class Comparison:
         position = positions[j] if positions is not None else j
         worst_position = positions[wj] if positions is not None else wj
         bad_positions = sorted({positions[i] if positions is not None else i for i in torch.nonzero(bad)[:, 1].tolist()})
-        raise AssertionError(
+        raise findings.failure(
             f"{where}: max abs diff {worst:.3g} exceeds tolerance ({self.tolerance.describe()}); "
             f"first failing position {position} (batch {b}, vocab {v}); worst at position {worst_position} "
             f"(batch {wb}, vocab {wv}: got {float(actual[wb, wj, wv]):.5g}, expected {float(expected[wb, wj, wv]):.5g}); "
-            f"{int(bad.sum())} of {int(wanted.sum())} logits out of tolerance at positions {bad_positions[:12]}"
+            f"{int(bad.sum())} of {int(wanted.sum())} logits out of tolerance at positions {bad_positions[:12]}",
+            "logits", where=where, position=position, batch=b, difference=worst, limit=self.tolerance.atol,
         )
 
     def greedy_tokens_match(self, tokens: torch.Tensor, reference_logits: torch.Tensor, *, where: str, positions) -> None:

@@ -10,7 +10,7 @@ import contextlib
 
 import torch
 
-from cache_conformance import adapter
+from cache_conformance import adapter, findings
 from cache_conformance.adapter import multimodal
 from cache_conformance.compare import Comparison
 
@@ -69,7 +69,8 @@ def located(where: str):
     try:
         yield
     except Exception as error:
-        raise AssertionError(f"{where} raised {type(error).__name__}: {error}") from error
+        raise findings.failure(f"{where} raised {type(error).__name__}: {error}", findings.CRASH, where=where,
+                               raised=type(error).__name__) from error
 
 
 def prefill_and_decode(model, cache, prompt, steps: int, compare: Comparison, *, attention_mask=None, label="",

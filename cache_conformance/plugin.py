@@ -16,7 +16,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from cache_conformance import ROOT, adapter, checkpoint, expectations, options, results, snapshots, targets
+from cache_conformance import ROOT, adapter, checkpoint, expectations, findings, options, results, snapshots, targets
 from cache_conformance.fixtures import CHECKPOINT_KEY, COMPARISON_KEY, METRICS_KEY
 
 SUITES = ROOT / "suites"
@@ -171,7 +171,7 @@ def pytest_collection_modifyitems(config, items):
         suite = item.path.stem.removeprefix("test_")
         item.user_properties += [
             ("suite", suite),
-            ("check", check_name(item.nodeid, target)),
+            ("check", results.check_name(item.nodeid, target.id if target else None)),
             ("params", target.as_dict() if target else {}),
         ]
         if target is not None:
@@ -201,6 +201,9 @@ def pytest_runtest_makereport(item, call):
         counterexample = [n.strip() for n in notes if n.startswith("Draw ") or "@reproduce_failure" in n]
         if counterexample:
             recorded["counterexample"] = counterexample
+        evidence = findings.of(call.excinfo.value) if call.excinfo is not None else None
+        if evidence is not None:
+            recorded["evidence"] = evidence  # what the failed check found, where and by how much
         if recorded:
             item.user_properties.append(("metrics", recorded))
         if call.excinfo is not None:
@@ -210,15 +213,6 @@ def pytest_runtest_makereport(item, call):
     applied = item.stash.get(EXPECTATION_KEY, None)
     if applied is not None and call.when == "call":
         expectations.judge(outcome.get_result(), call, applied)
-
-
-def check_name(nodeid: str, target: targets.Target | None) -> str:
-    """The node id without the target's part: the same check on every dtype, device and attention."""
-    if target is None:
-        return nodeid
-    base, _, params = nodeid.partition("[")
-    params = params.removesuffix("]").replace(target.id, "", 1).replace("--", "-").strip("-")
-    return f"{base}[{params}]" if params else base
 
 
 def results_path(config) -> Path:

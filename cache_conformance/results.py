@@ -209,6 +209,15 @@ def seconds_since_process_start() -> float | None:
     return round(uptime - started_ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
+def check_name(nodeid: str, target_id: str | None) -> str:
+    """The node id without the target's part: the same check on every dtype, device and attention."""
+    if target_id is None:
+        return nodeid
+    base, _, params = nodeid.partition("[")
+    params = params.removesuffix("]").replace(target_id, "", 1).replace("--", "-").strip("-")
+    return f"{base}[{params}]" if params else base
+
+
 def exception_of(record: dict) -> tuple[str, str]:
     """(type name, message) of the exception a failing record's call raised, as an expectation's `raises` and
     `match` judge them: the record's `raised`, and its message without the expectation-mismatch line and without

@@ -231,6 +231,11 @@ class TensorSnapshotExtension(SingleFileSnapshotExtension):
             worst = max(worst, max_abs)
             if mismatch is not None:
                 self.mismatches.extend(mismatch.lines(self.tolerance))
+                # the first mismatching tensor is the evidence (the test fails on this comparison)
+                self.metrics.setdefault("evidence", {
+                    "kind": "snapshot", "where": name, "at": list(mismatch.worst[0][0]),
+                    "differing": mismatch.differing, "difference": mismatch.max_abs_diff, "limit": self.tolerance.atol,
+                })
         self.metrics.update(max_abs_diff=worst, atol=self.tolerance.atol, rtol=self.tolerance.rtol)
         return not self.mismatches
 

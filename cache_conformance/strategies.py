@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from cache_conformance import adapter
+from cache_conformance import adapter, findings
 from cache_conformance.compare import Comparison
 from cache_conformance.decoding import recompute
 from cache_conformance.overflow import describe
@@ -204,10 +204,11 @@ def sequences_equal(actual: torch.Tensor, expected: torch.Tensor, *, where: str)
     differ = torch.nonzero(actual != expected)
     if len(differ):
         hypothesis, position = (int(i) for i in differ[0])
-        raise AssertionError(
+        raise findings.failure(
             f"{where}: hypothesis {hypothesis} differs from beam search without cache at position {position}: "
             f"token {int(actual[hypothesis, position])}, without cache {int(expected[hypothesis, position])} "
-            f"({len(differ)} tokens differ)"
+            f"({len(differ)} tokens differ)",
+            "beam", where=where, hypothesis=hypothesis, position=position,
         )
 
 

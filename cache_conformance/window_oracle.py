@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cache_conformance import adapter
+from cache_conformance import adapter, findings
 from cache_conformance.decoding import call, positions_from_mask, without_padding
 
 UNUSED = None  # a slot that holds no position: it must be all zeros
@@ -162,10 +162,13 @@ def check_layer(cache, layer: int, oracle, expected_slots: list[int | None], tol
         position = expected_slots[slot]
         actually = held_positions(cache, layer, oracle, row, tolerance)[slot]
         wanted = "zeros (unused)" if position is UNUSED else f"position {position}"
-        raise AssertionError(
+        raise findings.failure(
             f"{where}: layer {layer} ({kind}), slot {slot}, batch {row}: should hold {wanted} but holds "
             f"{_describe(actually)}; max abs diff {float(diff[row, slot]):.3g} exceeds tolerance (atol "
-            f"{tolerance.atol:g}); slots should hold {_slots(expected_slots)}"
+            f"{tolerance.atol:g}); slots should hold {_slots(expected_slots)}",
+            "window-contents", where=where, layer=layer, slot=slot, batch=row,
+            position=None if position is UNUSED else position, difference=float(diff[row, slot]),
+            limit=tolerance.atol,
         )
     return int(compared.sum())
 

@@ -28,7 +28,7 @@ import contextlib
 
 import pytest
 
-from cache_conformance import adapter, compilation
+from cache_conformance import adapter, compilation, findings
 from cache_conformance.adapter import compiled as compiled_adapter
 from cache_conformance.decoding import (
     chunks_against_recomputation,
@@ -124,10 +124,11 @@ def test_compilations_do_not_grow_with_decode_steps(model, window, tokens, compa
             if n in over and compilation.is_recompile_error(error.__cause__):
                 where = str(error).partition(" raised ")[0]
                 latest, *earlier = compilation.guard_failures(error.__cause__)
-                raise AssertionError(
+                raise findings.failure(
                     f"compilations grew with the decode steps: {n} steps compiled {over[n].graphs} graph(s), "
                     f"then {where} recompiled; guard failures (torch's reasons): {latest}"
-                    + (f" (and {len(earlier)} more, one per earlier compilation)" if earlier else "")
+                    + (f" (and {len(earlier)} more, one per earlier compilation)" if earlier else ""),
+                    "recompilation", where=where, steps=n, graphs=over[n].graphs,
                 ) from error
             raise
         over[2 * n] = compilation.counts().since(start)

@@ -15,7 +15,7 @@ accelerator on every release (4.50-5.24 refuse a CPU-only machine), so it runs o
 import pytest
 import torch
 
-from cache_conformance import adapter, memory
+from cache_conformance import adapter, findings, memory
 from cache_conformance.adapter import dispatch
 from cache_conformance.decoding import located, prefill_and_decode, recompute
 from cache_conformance.window_oracle import follow, static_windows
@@ -82,14 +82,15 @@ def test_device_map_cache_on_each_layers_execution_device(dispatched, window, to
         where = f"prefill of {prompt.shape[1]} tokens" if step == 0 else f"decode step {step}"
         start = 0 if step == 0 else prompt.shape[1] + step - 1
         adapter.forward(dispatched, prompt if step == 0 else prompt[:, -1:], cache=cache, start=start)
-        wrong = [
-            f"layer {layer} ({'sliding' if sliding[layer] else 'full-attention'}) {kind} on {tensor.device}, "
-            f"the layer runs on {dispatch.execution_device(module)}"
+        wrong = {
+            (layer, kind): f"layer {layer} ({'sliding' if sliding[layer] else 'full-attention'}) {kind} on "
+                           f"{tensor.device}, the layer runs on {dispatch.execution_device(module)}"
             for layer, module in enumerate(layers)
             for kind, tensor in zip(("keys", "values"), adapter.layer_storage(cache, layer), strict=True)
             if tensor.device.type != dispatch.execution_device(module).type
-        ]
-        assert not wrong, f"after the {where}: " + "; ".join(wrong)
+        }
+        with findings.located_as("placement", where=where, misplaced=[list(key) for key in wrong]):
+            assert not wrong, f"after the {where}: " + "; ".join(wrong.values())
 
 
 def test_device_map_cache_storage_stays_put(dispatched, window, tokens):

@@ -14,7 +14,7 @@ import functools
 
 import pytest
 
-from cache_conformance import adapter, memory
+from cache_conformance import adapter, findings, memory
 
 GENERATIONS = 10
 # On CUDA, generate() compiles the forward of its own static cache and torch's CUDA graphs warm up, record, then
@@ -84,8 +84,9 @@ def test_memory_static_cache_storage_stays_put(model, window, tokens, metrics):
     if moved:
         step, changes = moved[0]
         shown = "; ".join(list(changes.values())[:2]) + (f"; and {len(changes) - 2} more" if len(changes) > 2 else "")
-        pytest.fail(f"{where(step, window)}: {shown} ({len(changes)} tensors; storage changed at {len(moved)} of "
-                    f"{len(static) - 1} decode steps)")
+        with findings.located_as("storage", where=where(step, window), step=step, moved=[list(key) for key in changes]):
+            pytest.fail(f"{where(step, window)}: {shown} ({len(changes)} tensors; storage changed at {len(moved)} of "
+                        f"{len(static) - 1} decode steps)")
 
 
 def record_held_bytes(metrics, static, control, control_name: str, *, first: int, control_first: int,
@@ -136,11 +137,12 @@ def test_memory_held_bytes_stay_flat_while_decoding(model, window, tokens, metri
         f"keys and values); the static cache's {static_rate:.0f} bytes per step cannot be trusted"
     )
     increase, step = memory.largest_increase(static.series, 0)
-    assert static_rate < THRESHOLD, (
-        f"static cache: bytes held grew by {static_rate:.0f} bytes per step over decode steps 1..{last} (detection "
-        f"threshold {THRESHOLD} bytes per step); largest increase {increase} bytes at {where(step, window)}; held "
-        f"{static.series[0]} bytes after prefill, {static.series[-1]} bytes after the last step"
-    )
+    with findings.located_as("growth", where="static cache", step=step, difference=static_rate, limit=THRESHOLD):
+        assert static_rate < THRESHOLD, (
+            f"static cache: bytes held grew by {static_rate:.0f} bytes per step over decode steps 1..{last} (detection "
+            f"threshold {THRESHOLD} bytes per step); largest increase {increase} bytes at {where(step, window)}; held "
+            f"{static.series[0]} bytes after prefill, {static.series[-1]} bytes after the last step"
+        )
 
 
 def test_memory_repeated_generations_leave_memory_where_it_was(model, window, tokens, metrics, held_bytes):
@@ -180,8 +182,10 @@ def test_memory_repeated_generations_leave_memory_where_it_was(model, window, to
         f"{own_rate:.0f} bytes per call of generate()'s own static cache cannot be trusted"
     )
     increase, call = memory.largest_increase(own.series, first)
-    assert own_rate < THRESHOLD, (
-        f"generate() with its own static cache: bytes held grew by {own_rate:.0f} bytes per call over {calls} "
-        f"(detection threshold {THRESHOLD} bytes per call); largest increase {increase} bytes at call {call + 1}; "
-        f"{own.series[first]} bytes held after call {WARM_UP_CALLS}, {own.series[-1]} after the last"
-    )
+    with findings.located_as("growth", where="generate() with its own static cache", call=call + 1,
+                             difference=own_rate, limit=THRESHOLD):
+        assert own_rate < THRESHOLD, (
+            f"generate() with its own static cache: bytes held grew by {own_rate:.0f} bytes per call over {calls} "
+            f"(detection threshold {THRESHOLD} bytes per call); largest increase {increase} bytes at call {call + 1}; "
+            f"{own.series[first]} bytes held after call {WARM_UP_CALLS}, {own.series[-1]} after the last"
+        )

@@ -9,7 +9,7 @@ position inside one layer and grade which outputs move, on each path.
 
 import pytest
 
-from cache_conformance import adapter, images, memory, overflow
+from cache_conformance import adapter, findings, images, memory, overflow
 from cache_conformance.decoding import (
     call,
     chunks_against_recomputation,
@@ -153,11 +153,12 @@ def test_image_tokens_see_each_other_both_ways(multimodal_model, window, tokens,
     metrics["first_soft_token_change"] = flat(by_layer)
     for layer, by_position in by_layer.items():
         for position, change in by_position.items():
-            assert change > 0, (
-                f"{path}: layer {layer}: negating soft token {position} of the image at {image.first}..{image.last} "
-                f"did not change the output at its first soft token {image.first}: inside one image attention "
-                f"must go both ways"
-            )
+            with findings.located_as("image-influence", path=path, layer=layer, query=image.first, position=position):
+                assert change > 0, (
+                    f"{path}: layer {layer}: negating soft token {position} of the image at "
+                    f"{image.first}..{image.last} did not change the output at its first soft token {image.first}: "
+                    f"inside one image attention must go both ways"
+                )
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -175,11 +176,12 @@ def test_image_tokens_see_nothing_later_outside_their_image(multimodal_model, wi
         for layer, by_position in changes_at(multimodal_model, prompt, placed, path, query, later).items():
             for position, change in by_position.items():
                 seen[f"layer {layer} query {query} position {position}"] = change
-                assert change == 0, (
-                    f"{path}: layer {layer}: negating position {position} changed the output at the earlier "
-                    f"position {query} by {change:.3g} (images at {first.first}..{first.last} and "
-                    f"{second.first}..{second.last}): a position may only see a later one inside its own image"
-                )
+                with findings.located_as("image-influence", path=path, layer=layer, query=query, position=position):
+                    assert change == 0, (
+                        f"{path}: layer {layer}: negating position {position} changed the output at the earlier "
+                        f"position {query} by {change:.3g} (images at {first.first}..{first.last} and "
+                        f"{second.first}..{second.last}): a position may only see a later one inside its own image"
+                    )
     metrics["changes_from_later_positions"] = seen
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from cache_conformance import adapter, isolation, overflow
+from cache_conformance import adapter, findings, isolation, overflow
 from cache_conformance.decoding import generation_against_recomputation, prefill_and_decode
 
 
@@ -127,7 +127,8 @@ def overflow_in_a_child(scenario, checkpoint_path, target, sequence, capacity, *
 
 def test_overflow_raises(overflowed):
     failure = overflow.raise_failure(overflowed.result)
-    assert failure is None, failure
+    with findings.located_as("overflow", capacity=overflowed.capacity, requested=sorted(overflowed.requested)):
+        assert failure is None, failure
 
 
 def test_overflow_error_is_clear(overflowed):
