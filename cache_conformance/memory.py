@@ -116,6 +116,18 @@ def moves(maps: list[dict]) -> list[tuple[int, dict]]:
     return [(step, changes) for step in range(1, len(maps)) if (changes := storage_changes(maps[step - 1], maps[step]))]
 
 
+def assert_storage_stays_put(maps: list[dict], *, after: str = "", counted: str = "decode steps") -> None:
+    """Fail unless every cached tensor keeps its storage (address and byte size) from each of `maps` (from
+    storage_after_each_step: after prefill, then after each decode step) to the next. The message names the first
+    step whose storage changed, "decode step N" followed by `after` (e.g. what the prefill held), up to two of its
+    changes, and at how many of the steps, named `counted`, storage changed."""
+    moved = moves(maps)
+    assert not moved, (
+        f"decode step {moved[0][0]}{after}: {'; '.join(list(moved[0][1].values())[:2])} (storage changed at "
+        f"{len(moved)} of {len(maps) - 1} {counted})"
+    )
+
+
 def growth_unseen(config, dynamic: list[dict]) -> str | None:
     """The positive control of every storage check: the storage maps `dynamic` (a dynamic cache decoding, from
     storage_after_each_step) must show the full-attention layers moving to new, larger storage at every decode step,

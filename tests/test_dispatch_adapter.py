@@ -1,12 +1,12 @@
-"""The dispatch adapter: device maps accelerate accepts (every module once, no key inside another), the cache found
-among a decoder layer's arguments, and the offloaded cache's promised device bytes per release."""
+"""The dispatch harness and adapter: device maps accelerate accepts (every module once, no key inside another), the
+cache found among a decoder layer's arguments, and the offloaded cache's promised device bytes per release."""
 
 import pytest
 import torch
 from packaging.version import Version
 
-from cache_conformance import checkpoint
-from cache_conformance.adapter import dispatch
+from cache_conformance import checkpoint, dispatch
+from cache_conformance.adapter import dispatch as dispatch_adapter
 
 
 @pytest.mark.parametrize("path", [checkpoint.EMBEDDED, checkpoint.OTHER_EMBEDDED, checkpoint.MULTIMODAL_EMBEDDED],
@@ -53,6 +53,6 @@ FULL_LAYER, SLIDING_LAYER = 128 * 10, 128 * 4
     ("5.24.0", 3 * SLIDING_LAYER + 2 * FULL_LAYER),  # the sliding layers, the full layer in use and the prefetched one
 ])
 def test_the_offloaded_cache_promise_per_release(monkeypatch, release, promised):
-    monkeypatch.setattr(dispatch, "INSTALLED", Version(release))
+    monkeypatch.setattr(dispatch_adapter, "INSTALLED", Version(release))
     got, whole = dispatch.offloaded_cache_device_bytes(TinyModel(), batch_size=1, capacity=10)
     assert (got, whole) == (promised, 3 * SLIDING_LAYER + FULL_LAYER)

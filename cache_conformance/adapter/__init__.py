@@ -5,7 +5,8 @@ applies to; the rules were checked by running the suites on every minor release 
 one (`adopted` in suites/expectations.toml; a newer release gets a PROVISIONAL line in the run header).
 This module holds loading, the caches, forward and generate(); each further usage path has its own module in this
 package (`compiled`: torch.compile and torch.export; `multimodal`: Gemma3ForConditionalGeneration and images;
-`generation`: assisted, prompt-lookup and beam decoding, crop(), continuous batching).
+`generation`: assisted, prompt-lookup and beam decoding, crop(), continuous batching; `dispatch`: the offloaded
+static cache).
 Config reads go through the text config (`config.get_text_config()`, the config itself for the text model), so
 the cache helpers serve the multimodal model's language model too.
 """
@@ -242,7 +243,7 @@ def own_static_cache_implementation() -> str:
 
 def generate_with_own_static_cache(model, input_ids, *, max_new_tokens: int):
     """Greedy generate() with a static cache that generate() builds and sizes (and may keep on the model)."""
-    return _greedy_generate(model, input_ids, max_new_tokens, cache_implementation=own_static_cache_implementation())
+    return greedy_generate(model, input_ids, max_new_tokens, cache_implementation=own_static_cache_implementation())
 
 
 def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, attention_mask=None,
@@ -250,7 +251,7 @@ def generate_with_static_cache(model, input_ids, *, cache, max_new_tokens: int, 
     """Greedy generate() into a user-supplied static cache, passed under `cache_keyword` (default: the release's
     own name); returns (sequences, logits of each new step). `model_inputs` (e.g. pixel values) go to generate()."""
     cache_arguments = user_cache_arguments(model, cache, cache_keyword) | model_inputs
-    return _greedy_generate(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
+    return greedy_generate(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
 
 
 def user_cache_arguments(model, cache, cache_keyword: str | None = None) -> dict:
@@ -273,8 +274,10 @@ def generate_with_default_cache(model, input_ids, *, max_new_tokens: int, cache_
     return output.sequences, returned_cache(output, cache_keyword)
 
 
-def _greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
-    """Exactly `max_new_tokens` greedy tokens; returns (sequences, raw logits of each new step)."""
+def greedy_generate(model, input_ids, max_new_tokens: int, attention_mask=None, **cache_arguments):
+    """Exactly `max_new_tokens` greedy tokens (generate() without sampling, its length forced); returns (sequences,
+    raw logits of each new step). `cache_arguments` go to generate() as they are: how the cache is chosen or passed
+    (cache_implementation=, a user cache under the release's keyword, ...) and further settings (compile_config=)."""
     output = _greedy_generate_output(model, input_ids, max_new_tokens, attention_mask, **cache_arguments)
     return output.sequences, step_logits(output)
 

@@ -12,7 +12,7 @@ import torch
 import transformers
 from packaging.version import Version
 
-from cache_conformance.adapter import INSTALLED, _greedy_generate, own_static_cache_implementation, text_config
+from cache_conformance.adapter import INSTALLED, greedy_generate, own_static_cache_implementation, text_config
 
 # 4.50-4.51 export only through TorchExportableModuleWithStaticCache, which reads batch size and capacity from the
 # generation config; 4.52 added TorchExportableModuleForDecoderOnlyLM (a hybrid cache where the config has sliding
@@ -35,7 +35,7 @@ def generate_compiled(model, input_ids, *, max_new_tokens: int):
     `_compile_all_devices` is set (every release 4.50-5.24). Returns (sequences, logits of each new step)."""
     compile_config = transformers.CompileConfig()
     compile_config._compile_all_devices = True
-    return _greedy_generate(
+    return greedy_generate(
         model, input_ids, max_new_tokens,
         cache_implementation=own_static_cache_implementation(), compile_config=compile_config,
     )

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from cache_conformance import adapter
-from cache_conformance.adapter import dispatch, generation, multimodal
+from cache_conformance import adapter, dispatch
+from cache_conformance.adapter import generation, multimodal
 
 
 @dataclass(frozen=True)
