@@ -54,3 +54,28 @@ def test_a_cache_is_seen_under_either_name():
     assert multimodal.cache_given({"past_key_values": object()})
     assert multimodal.cache_given({adapter.CACHE_KEYWORD: object()})
     assert not multimodal.cache_given({"past_key_values": None, "use_cache": False})
+
+
+def test_the_static_cache_names_the_configs_sliding_layers():
+    """layer_is_sliding reads the flags of the cache make_static_cache builds, and they agree with the config."""
+    import torch
+
+    from cache_conformance import checkpoint
+
+    model = adapter.load_model(checkpoint.EMBEDDED, dtype=torch.float32, device="cpu", attn_implementation="eager")
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=4)
+    got = [adapter.layer_is_sliding(cache, layer) for layer in range(adapter.layer_count(cache))]
+    assert got == adapter.sliding_layers(model.config)
+
+
+def test_the_sliding_flags_are_is_sliding_list_on_4_52_only(monkeypatch):
+    """4.52's HybridCache names its flags `is_sliding_list` and has no `is_sliding`; the releases around it do not."""
+    import types
+
+    flags = [True, False]
+    for release, cache in [("4.51.3", types.SimpleNamespace(is_sliding=flags)),
+                           ("4.52.0", types.SimpleNamespace(is_sliding_list=flags)),
+                           ("4.52.4", types.SimpleNamespace(is_sliding_list=flags)),
+                           ("4.53.3", types.SimpleNamespace(is_sliding=flags))]:
+        monkeypatch.setattr(adapter, "INSTALLED", Version(release))
+        assert [adapter.layer_is_sliding(cache, layer) for layer in range(2)] == flags, release

@@ -35,6 +35,11 @@ DTYPE_KEYWORD = Version("5.0")
 # 4.50-4.52 generate() builds a HybridCache by default (Gemma 3's config says cache_implementation="hybrid");
 # from 4.53 it builds a DynamicCache.
 GENERATE_DEFAULT_DYNAMIC = Version("4.53")
+# The static cache's per-layer sliding flags are `is_sliding` (4.50-4.51 HybridCache, a tensor; 4.53 HybridCache, a
+# list; from 4.54 a property of every cache) except in 4.52, whose HybridCache names them `is_sliding_list` and has
+# no `is_sliding` (checked on 4.52.0 and 4.52.4).
+SLIDING_FLAGS_LISTED = Version("4.52")
+SLIDING_FLAGS_NAMED_BACK = Version("4.53")
 # 5.24 renamed the cache argument of forward() and generate(), and the outputs' cache field, from
 # `past_key_values` to `cache`; the old name still works there with a FutureWarning (forward: removed in 5.40.0,
 # generate: in 6.0.0; reading `output.past_key_values` logs a deprecation).
@@ -178,7 +183,10 @@ def layer_count(cache) -> int:
 
 
 def layer_is_sliding(cache, layer: int) -> bool:
-    return bool(cache.is_sliding[layer])
+    """Whether the cache sizes and fills `layer` as a sliding window (a static cache of `make_static_cache`'s class,
+    or on 4.54 and later any cache)."""
+    flags = cache.is_sliding_list if SLIDING_FLAGS_LISTED <= INSTALLED < SLIDING_FLAGS_NAMED_BACK else cache.is_sliding
+    return bool(flags[layer])
 
 
 def capacity(cache) -> int:
