@@ -12,7 +12,7 @@ without the prompt (a cache that lost what it held) must fall below the bound at
 
 import pytest
 
-from cache_conformance import adapter, strategies
+from cache_conformance import adapter, findings, strategies
 from cache_conformance.adapter import generation
 from cache_conformance.compare import logit_correlation
 from cache_conformance.decoding import recompute
@@ -45,12 +45,14 @@ def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, wind
                 f"cache that lost what it held"
             )
             for step, value in enumerate(per_step.tolist(), start=1):
-                assert value >= QUANTIZED_MIN_CORRELATION, (
-                    f"quantized cache, {QUANTIZATION['nbits']}-bit: decode step {step} (position {length + step - 1}, "
-                    f"{length + step} tokens seen): the logits correlate {value:.3g} with recomputation's, below the "
-                    f"bound {QUANTIZED_MIN_CORRELATION} (max abs diff "
-                    f"{float((cached - reference)[0, step - 1].float().abs().max()):.3g})"
-                )
+                with findings.located_as("correlation", step=step, position=length + step - 1, correlation=value,
+                                         bound=QUANTIZED_MIN_CORRELATION):
+                    assert value >= QUANTIZED_MIN_CORRELATION, (
+                        f"quantized cache, {QUANTIZATION['nbits']}-bit: decode step {step} (position "
+                        f"{length + step - 1}, {length + step} tokens seen): the logits correlate {value:.3g} with "
+                        f"recomputation's, below the bound {QUANTIZED_MIN_CORRELATION} (max abs diff "
+                        f"{float((cached - reference)[0, step - 1].float().abs().max()):.3g})"
+                    )
     except AssertionError:
         if metrics.get("outcome") == "refused clearly":
             return  # a clear refusal conforms

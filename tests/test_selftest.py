@@ -1,19 +1,22 @@
-"""How the self-test grades a run under a fault; the runs themselves happen in `tox -e selftest`."""
+"""How the self-test grades a run under a fault, from the evidence in its results records; the runs themselves
+happen in `tox -e selftest`."""
 
 import pytest
 
+from cache_conformance import registry
 from cache_conformance.selftest import faults
 from cache_conformance.selftest import run as selftest
 
-LOCATED = {
-    "equivalence": "decode step 1 (position 7, 8 tokens seen): max abs diff 1.07 exceeds tolerance (atol 0.0001); "
-                   "first failing position 7",
-}
+LOGITS = {"kind": "logits", "where": "decode step 1 (position 7, 8 tokens seen)", "position": 7, "batch": 0,
+          "difference": 1.07, "limit": 0.0001}
+MESSAGE = ("AssertionError: decode step 1 (position 7, 8 tokens seen): max abs diff 1.07 exceeds tolerance "
+           "(atol 0.0001); first failing position 7")
 
 
-def record(suite, outcome, message="", raw=None):
+def record(suite, outcome, message=MESSAGE, raw=None, evidence=None, raised="AssertionError"):
     return {"id": f"suites/test_{suite}.py::test_x[{outcome}]", "suite": suite, "outcome": outcome,
-            "raw_outcome": raw or outcome, "message": message}
+            "raw_outcome": raw or outcome, "message": message, "raised": raised,
+            "metrics": {"evidence": evidence} if evidence else {}}
 
 
 def run_with(*tests, code=1):
@@ -22,31 +25,42 @@ def run_with(*tests, code=1):
 
 @pytest.fixture
 def fault():
-    """A catalogue fault caught by the equivalence suite, whatever the catalogue's own entries say."""
-    return faults.Fault("a-fault", "a deliberate bug", "equivalence", patch=lambda monkeypatch: None)
+    """A catalogue fault the registry has the equivalence suite catch (evidence kind "logits")."""
+    fault = faults.CATALOGUE["reduced-precision-keys"]
+    assert fault.caught_by == "equivalence" and registry.load().suites["equivalence"].evidence == ("logits",)
+    return fault
 
 
-def test_a_located_failure_of_the_named_property_catches_the_fault(fault):
-    detection = selftest.grade(fault, run_with(record("equivalence", "failed", LOCATED["equivalence"])))
-    assert detection.caught
-    assert detection.evidence == LOCATED["equivalence"]
+def test_a_failure_with_evidence_of_the_suites_kind_catches_the_fault(fault):
+    detection = selftest.grade(fault, run_with(record("equivalence", "failed", evidence=LOGITS)))
+    assert detection.caught and detection.outcome == "caught"
+    assert detection.evidence == MESSAGE
     assert detection.tests_failed == ["suites/test_equivalence.py::test_x[failed]"]
+    assert detection.margin == pytest.approx(1.07 / 0.0001)
 
 
 @pytest.mark.parametrize(
     "tests, why",
     [
-        ([record("equivalence", "failed", "AssertionError: something differs")], "do not point at the fault"),
-        ([record("equivalence", "error", "fixture 'model' not found")], "no test failed (1 errors)"),
-        ([record("equivalence", "xfailed", LOCATED["equivalence"], raw="failed")], "no test failed"),
-        ([record("overflow", "failed", LOCATED["equivalence"])], "no test failed"),
+        ([record("equivalence", "failed", "AssertionError: something differs")], "carry no evidence of the suite's"),
+        ([record("equivalence", "failed", evidence={**LOGITS, "kind": "beam"})], "carry no evidence of the suite's"),
+        ([record("equivalence", "error", "fixture 'model' not found", raised="LookupError")], "no test failed (1 errors)"),
+        ([record("equivalence", "xfailed", raw="failed", evidence=LOGITS)], "no test failed"),
+        ([record("overflow", "failed", evidence=LOGITS)], "no test failed"),
     ],
-    ids=["unlocated-failure", "collection-error", "expected-failure", "other-property"],
+    ids=["no-evidence", "another-kind", "collection-error", "expected-failure", "other-suite"],
 )
 def test_anything_else_leaves_the_fault_uncaught(fault, tests, why):
     detection = selftest.grade(fault, run_with(*tests))
     assert not detection.caught
     assert why in detection.evidence
+
+
+def test_the_message_wording_does_not_decide(fault):
+    """A reworded message with the same evidence still catches; the old wording without evidence does not."""
+    reworded = selftest.grade(fault, run_with(record("equivalence", "failed", "logits drifted", evidence=LOGITS)))
+    unrecorded = selftest.grade(fault, run_with(record("equivalence", "failed", MESSAGE)))
+    assert reworded.caught and not unrecorded.caught
 
 
 def test_a_missing_suite_leaves_its_faults_uncaught_and_says_which_file(fault):
@@ -68,70 +82,55 @@ def test_the_clean_run_must_pass_every_test():
 
 
 @pytest.mark.parametrize(
-    "message",
+    "failure",
     [
-        "TypeError: patched() got an unexpected keyword argument 'cache_position'",
-        "AssertionError: decode step 1 (position 7, 8 tokens seen) raised IndexError: index 20 is out of bounds",
-        # a crash message that happens to mention a difference still is no evidence
-        ("AssertionError: decode step 1 (position 7, 8 tokens seen) raised ValueError: max abs diff 3 exceeds "
-         "tolerance (atol 0.0001) at position 7"),
+        record("equivalence", "failed", "TypeError: patched() got an unexpected keyword argument", raised="TypeError"),
+        # a step that raised inside the model, named by decoding.located: evidence of a crash, whatever it quotes
+        record("equivalence", "failed", "AssertionError: decode step 1 raised ValueError: max abs diff 3 exceeds",
+               evidence={"kind": "crash", "where": "decode step 1", "raised": "ValueError"}),
     ],
-    ids=["patch-crash", "model-crash", "crash-quoting-numbers"],
+    ids=["patch-crash", "model-crash"],
 )
-def test_a_test_that_crashes_under_the_fault_is_graded_crashed_not_caught(fault, message):
-    detection = selftest.grade(fault, run_with(record("equivalence", "failed", message)))
+def test_a_test_that_crashes_under_the_fault_is_graded_crashed_not_caught(fault, failure):
+    detection = selftest.grade(fault, run_with(failure))
     assert not detection.caught and detection.crashed and detection.outcome == "CRASHED"
     assert detection.evidence.startswith("crashed, not caught: ")
 
 
-def test_a_located_catch_beside_a_crash_still_counts(fault):
-    detection = selftest.grade(fault, run_with(record("equivalence", "failed", "TypeError: boom"),
-                                               record("equivalence", "failed", LOCATED["equivalence"])))
+def test_a_catch_beside_a_crash_still_counts(fault):
+    detection = selftest.grade(fault, run_with(record("equivalence", "failed", "TypeError: boom", raised="TypeError"),
+                                               record("equivalence", "failed", evidence=LOGITS)))
     assert detection.caught and not detection.crashed
 
 
 @pytest.mark.parametrize(
     "evidence, expected",
     [
-        (LOCATED["equivalence"], 1.07 / 0.0001),
-        (("layer 0 (sliding), slot 0, batch 0: should hold position 0 but holds zeros (unused); max abs diff 0.9 "
-          "exceeds tolerance (atol 0.6); slots should hold [0]"), 1.5),
-        (("decode: 3 of 20 elements (15.00%) differ beyond atol 1 + rtol 0*|expected|; max abs diff 2.5 at [1, 2]; "
-          "rows [1]"), 2.5),
-        (("static cache: bytes held grew by 640 bytes per step over decode steps 5..20 (detection threshold 64 "
-          "bytes per step)"), 10.0),
-        ("the call returned normally: the cache wrapped around, dropped tokens", None),
+        (LOGITS, 1.07 / 0.0001),
+        ({"kind": "growth", "difference": 640.0, "limit": 64}, 10.0),
+        ({"kind": "overflow", "capacity": 16, "requested": [16, 17]}, None),
+        ({"kind": "snapshot", "difference": 2.5, "limit": 0}, None),
     ],
-    ids=["logits", "contents", "snapshot", "bytes", "no-figures"],
+    ids=["logits", "bytes", "no-figures", "no-limit"],
 )
 def test_the_margin_is_the_difference_over_what_it_had_to_exceed(evidence, expected):
     assert selftest.margin(evidence) == (pytest.approx(expected) if expected is not None else None)
 
 
 def test_the_table_names_every_fault_and_marks_the_uncaught(fault):
-    caught = selftest.grade(fault, run_with(record("equivalence", "failed", LOCATED["equivalence"])), "bfloat16")
+    caught = selftest.grade(fault, run_with(record("equivalence", "failed", evidence=LOGITS)), "bfloat16")
     missed = selftest.grade(fault, None)
     lines = selftest.table([caught, missed]).splitlines()
     assert lines[0].split() == ["fault", "dtype", "tests", "failed", "property", "outcome", "margin"]
-    assert lines[2].split() == ["a-fault", "bfloat16", "1", "equivalence", "caught", "1.07e+04x"]
-    assert lines[3].split() == ["a-fault", "float32", "0", "equivalence", "NO", "-"]
-
-
-def test_each_property_has_a_sixteen_bit_fault_from_the_catalogue():
-    assert set(selftest.SIXTEEN_BIT) == set(selftest.PROPERTIES) - set(selftest.WITHOUT_SIXTEEN_BIT)
-    for prop, name in selftest.SIXTEEN_BIT.items():
-        assert faults.CATALOGUE[name].caught_by == prop
-
-
-def test_every_property_with_a_fault_has_a_slice_and_a_location_pattern():
-    properties = {fault.caught_by for fault in faults.CATALOGUE.values()}
-    assert properties <= set(selftest.SLICES) == set(selftest.LOCATIONS)
+    assert lines[2].split() == ["reduced-precision-keys", "bfloat16", "1", "equivalence", "caught", "1.07e+04x"]
+    assert lines[3].split() == ["reduced-precision-keys", "float32", "0", "equivalence", "NO", "-"]
 
 
 def test_a_fault_patch_that_raises_a_type_error_is_graded_crashed(fault):
     # The real pipeline: the equivalence slice in a worker process, its update replaced by a broken patch.
     session = selftest.Session(("suites/test_equivalence.py::test_prefill_then_decode_across_the_window",
-                                *selftest.SLICES["equivalence"], "-p", "tests.plugins.cache_update_raises_type_error"))
+                                *registry.load().suites["equivalence"].selftest,
+                                "-p", "tests.plugins.cache_update_raises_type_error"))
     [run] = selftest.run_all([session], workers=1)
     detection = selftest.grade(fault, run)
     assert (detection.caught, detection.crashed, detection.outcome) == (False, True, "CRASHED"), detection

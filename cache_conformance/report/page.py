@@ -11,29 +11,14 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cache_conformance import registry
 from cache_conformance.report.changes import SEVERITY, changes, direction, outcome
 from cache_conformance.report.charts import format_number, line_chart
 from cache_conformance.report.load import Run, target_id
 
 HERE = Path(__file__).parent
 ENV_PREFIX = "py311-transformers-"
-SUITE_TITLES = {  # the order of the matrix's row groups; a suite not listed here follows under its own name
-    "equivalence": "equivalence with recomputation",
-    "overflow": "overflow",
-    "sliding_window": "sliding window",
-    "sliding": "sliding window",
-    "memory": "memory",
-    "snapshots": "snapshots",
-    "snapshot": "snapshots",
-    "compiled": "compiled and exported decoding",
-    "multimodal": "the multimodal model (images in the prompt)",
-    "strategies": "generation strategies (assisted, prompt lookup, beam search, crop, batching)",
-    "dispatch": "models as users load them: accelerate dispatch and offloaded caches",
-    "quantized_cache": "the quantized cache",
-    "deprecations": "deprecations (ordinary calls still work)",
-    "checkpoint": "checkpoint",
-}
-SNAPSHOT_SUITES = {"snapshots", "snapshot"}
+SNAPSHOT_SUITES = {"snapshots", *registry.load().suites["snapshots"].former_names}
 LABELS = {"passed": "pass", "failed": "FAIL", "xfailed": "xfail", "xpassed": "XPASS", "error": "ERROR",
           "skipped": "skip", "not run": "n/r", "crashed": "CRASH"}
 MEANINGS = {
@@ -74,7 +59,7 @@ def context(runs: list[Run], errors: list[str]) -> dict:
     for suite, checks in suites_and_checks(runs).items():
         rows = [{"check": check, "cells": {view: [cell(col, check, view) for col in columns] for view in views}}
                 for check in checks]
-        groups.append({"suite": suite, "title": SUITE_TITLES.get(suite, suite), "rows": rows})
+        groups.append({"suite": suite, "title": registry.load().title(suite), "rows": rows})
     return {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "columns": columns,
@@ -147,8 +132,7 @@ def suites_and_checks(runs: list[Run]) -> dict[str, list[str]]:
     for run in runs:
         for record in run.tests.values():
             checks[record["suite"]].add(record["check"])
-    known = list(SUITE_TITLES)
-    ordered = sorted(checks, key=lambda s: (_rank(known, s), s))
+    ordered = sorted(checks, key=lambda s: (registry.load().order(s), s))
     return {suite: sorted(checks[suite]) for suite in ordered}
 
 

@@ -7,23 +7,30 @@ a fault may patch anything else in the installed transformers through the adapte
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 import torch
+import transformers
 
-from cache_conformance import adapter, dispatch
+from cache_conformance import adapter, dispatch, registry
 from cache_conformance.adapter import generation, multimodal
 
 
 @dataclass(frozen=True)
 class Fault:
+    """A deliberate bug; the suite that must catch it names it in suites/registry.toml (`caught_by`)."""
+
     name: str
     description: str
-    caught_by: str  # the property (suite) that must fail under this fault
     patch: Callable[[pytest.MonkeyPatch], None]  # applies the fault; the monkeypatch undoes it
+
+    @property
+    def caught_by(self) -> str:
+        return registry.load().suite_of_fault(self.name).name
 
 
 def cache_update_wrapped_by(wrap_update: Callable) -> Callable[[pytest.MonkeyPatch], None]:
@@ -305,121 +312,122 @@ def _hidden_copy(update):
     return patched
 
 
+def _generate_copies_the_given_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    generate = transformers.GenerationMixin.generate
+
+    @functools.wraps(generate)
+    def patched(self, *args, **kwargs):
+        for keyword in {adapter.CACHE_KEYWORD, adapter.LEGACY_CACHE_KEYWORD}:
+            if kwargs.get(keyword) is not None:
+                kwargs[keyword] = copy.deepcopy(kwargs[keyword])
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", patched)
+
+
 CATALOGUE = {
     fault.name: fault
     for fault in (
         Fault(
             "reduced-precision-keys",
             "the cache stores keys rounded to bfloat16, whatever the model's dtype",
-            "equivalence",
             cache_update_wrapped_by(_reduced_precision_keys),
         ),
         Fault(
             "early-eviction",
             "a full sliding layer drops its oldest token one step early (the window holds W-1 tokens)",
-            "sliding_window",
             cache_update_wrapped_by(_early_eviction),
         ),
         Fault(
             "wrong-slot",
             "a sliding layer writes each decoded token into its predecessor's slot (and the predecessor into the "
             "new token's): the right tokens in the wrong order, invisible in the logits",
-            "sliding_window",
             cache_update_wrapped_by(_wrong_slot),
         ),
         Fault(
             "batch-rows-swapped",
             "each sequence of a batch is stored in another sequence's row",
-            "equivalence",
             cache_update_wrapped_by(_batch_rows_swapped),
         ),
         Fault(
             "reset-ignored",
             "reset() leaves the previous sequence in the cache (and its position counters)",
-            "equivalence",
             _static_cache_method_replaced("reset", _reset_ignored),
         ),
         Fault(
             "seq-length-one-short",
             "get_seq_length() reports one token fewer than the cache holds, so generate() places tokens wrongly",
-            "equivalence",
             _static_cache_method_replaced("get_seq_length", _seq_length_one_short),
         ),
         Fault(
             "overflow-wraps-around",
             "a full layer asked for positions past its capacity silently overwrites its oldest positions",
-            "overflow",
             cache_update_wrapped_by(_silent_overflow(wrap_around=True)),
         ),
         Fault(
             "overflow-dropped",
             "a full layer asked for positions past its capacity silently drops them",
-            "overflow",
             cache_update_wrapped_by(_silent_overflow(wrap_around=False)),
         ),
         Fault(
             "sliding-mask-one-wider",
             "the sliding-window attention mask (and the sliding cache layers with it) spans one position more than W",
-            "snapshots",
             _sliding_window_one_wider,
         ),
         Fault(
             "compiled-keys-rounded",
             "only in compiled and exported programs, the cache stores keys rounded to multiples of 1/256 (eager is "
             "exact)",
-            "compiled",
             cache_update_wrapped_by(_keys_rounded_when_compiled),
         ),
         Fault(
             "recompile-every-step",
             "the cache counts its updates in a Python list whose length it reads, so torch.compile recompiles the "
             "decode step at every step (results unchanged)",
-            "compiled",
             cache_update_wrapped_by(_updates_counted_in_a_python_list),
         ),
         Fault(
             "image-features-rolled-when-cached",
             "with a cache in use, each image's soft-token features are scattered one position late inside the image",
-            "multimodal",
             _image_features_rolled_when_cached,
         ),
         Fault(
             "image-mask-shifted-when-cached",
             "with a cache in use, the two-way image mask is shifted one position late (the first soft token attends "
             "causally, end-of-image joins the image)",
-            "multimodal",
             _image_mask_shifted_when_cached,
         ),
         Fault(
             "crop-one-short",
             "crop() removes one position fewer than asked: a rolled-back draft stays in the cache and in its length",
-            "strategies",
             _method_replaced(generation.croppable_cache_classes, "crop", _crop_one_short),
         ),
         Fault(
             "beam-reorder-one-step-late",
             "beam search's cache reorder applies the previous step's beam indices",
-            "strategies",
             _method_replaced(generation.reorderable_cache_classes, "reorder_cache", _reorder_one_step_late),
         ),
         Fault(
             "cache-offloaded-with-the-weights",
             "after an offloaded decoder layer's call, accelerate's hook moves the layer's cache to where the weights "
             "rest (the meta device) and never brings it back",
-            "dispatch",
             _cache_offloaded_with_the_weights,
         ),
         Fault(
             "storage-reallocated-each-step",
             "every update moves the layer's keys and values to new storage (fresh copies, same contents)",
-            "memory",
             cache_update_wrapped_by(_storage_reallocated_each_step),
         ),
         Fault(
             "hidden-copy",
             "the cache keeps a hidden clone of every key and value it receives",
-            "memory",
             cache_update_wrapped_by(_hidden_copy),
+        ),
+        Fault(
+            "generate-copies-the-given-cache",
+            "generate() works on a copy of the cache object passed to it (under either name), so the user's "
+            "cache is left as it was",
+            _generate_copies_the_given_cache,
         ),
     )
 }
