@@ -9,7 +9,7 @@ allocator's running total, which the suite uses, and the profiler's allocator ev
 without either, by RSS. Printed per probe: growth per step over the steady steps (what the suite judges) and
 the largest change from one step to the next, as min .. max over the runs. Then a static cache that also keeps g
 bytes alive per step, for a few g, shows where growth is first reported against
-memory.DETECTION_THRESHOLD_BYTES_PER_STEP. The README ("Memory") quotes these figures."""
+memory.DETECTION_THRESHOLD_BYTES_PER_STEP. docs/suites/memory.md quotes these figures."""
 
 import argparse
 from pathlib import Path

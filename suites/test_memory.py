@@ -7,7 +7,7 @@ test: the dynamic cache on the same scenario, measured by the same probe, must s
 see; if it does not, the static cache's result is reported as invalid, not as a pass.
 
 Probes (cache_conformance/memory.py): storage addresses and sizes of every cached tensor; bytes held after each
-step, from the CUDA allocator's counters or, on CPU, from torch's CPU allocator's running total (README, "Memory").
+step, from the CUDA allocator's counters or, on CPU, from torch's CPU allocator's running total (docs/suites/memory.md).
 """
 
 import functools

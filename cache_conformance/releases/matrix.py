@@ -18,7 +18,7 @@ so that its column in the report says so. A completed run's file is reports/resu
 version>.json, as after a plain `tox -e`. Every run's output goes to reports/logs/<tox env>.log.
 
 Threads: with --jobs 2 on 2 cores each run uses one process (`-n 0`) with one torch thread (OMP_NUM_THREADS);
-with --jobs 1 the run keeps tox's `-n auto` (one xdist worker per core). See the README, "Report".
+with --jobs 1 the run keeps tox's `-n auto` (one xdist worker per core). See docs/report.md.
 
 Exit status: 0 when every release ran (or shares its version with one that ran) and met its expectations, 1 when
 any failed or crashed, 2 on bad input.
