@@ -4,7 +4,7 @@ Two probes, each exact:
 - storage: the address and byte size of the storage behind every layer's key and value tensors;
 - held bytes: bytes allocated by a scenario and still alive at each reading the scenario takes. On CUDA from the
   caching allocator's counters. On CPU (tracemalloc does not see tensors, and resident memory is blind at this
-  scale: see the README, "Memory") from torch's CPU allocator itself, which keeps an exact running total of the
+  scale: see docs/suites/memory.md) from torch's CPU allocator itself, which keeps an exact running total of the
   bytes it allocated and has not freed, block by block, while c10's flag FLAGS_caffe2_report_cpu_memory_usage is
   set; the probe sets the flag for the scenario and reads the total at each reading. Only blocks allocated while
   the flag is set count, so a free of an older block cannot be mistaken for one of the scenario's. Where that flag

@@ -1,8 +1,8 @@
 """Release differences of the generation strategies that rewind, reorder or page the cache: assisted and
 prompt-lookup decoding, beam search, crop(), and continuous batching (generate_batch).
 
-Checked by running the generation-strategies suite on every minor release 4.50-5.24 (README, "Generation
-strategies"). What a release does with a strategy (works, refuses, crashes) is the suite's finding, not a rule here:
+Checked by running the generation-strategies suite on every minor release 4.50-5.25
+(docs/suites/strategies.md). What a release does with a strategy (works, refuses, crashes) is the suite's finding, not a rule here:
 these functions call each strategy the same way on every release and let it raise.
 """
 

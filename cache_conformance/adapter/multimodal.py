@@ -1,7 +1,7 @@
 """Release differences of the multimodal Gemma 3 (Gemma3ForConditionalGeneration): loading, and how a call passes
 its images' pixel values and token types.
 
-Checked by running the multimodal suite on every minor release 4.50-5.24 (README, "The multimodal model").
+Checked by running the multimodal suite on every minor release 4.50-5.25 (docs/suites/multimodal.md).
 """
 
 from __future__ import annotations
