@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from cache_conformance import adapter
+from cache_conformance import adapter, findings
 from cache_conformance.decoding import call
 
 # A growth of fewer bytes per step than this is not reported. Well below the smallest growth that matters (one
@@ -122,10 +122,13 @@ def assert_storage_stays_put(maps: list[dict], *, after: str = "", counted: str 
     step whose storage changed, "decode step N" followed by `after` (e.g. what the prefill held), up to two of its
     changes, and at how many of the steps, named `counted`, storage changed."""
     moved = moves(maps)
-    assert not moved, (
-        f"decode step {moved[0][0]}{after}: {'; '.join(list(moved[0][1].values())[:2])} (storage changed at "
-        f"{len(moved)} of {len(maps) - 1} {counted})"
-    )
+    step, changes = moved[0] if moved else (None, {})
+    with findings.located_as("storage", where=f"decode step {step}{after}", step=step,
+                             moved=[list(key) for key in changes]):
+        assert not moved, (
+            f"decode step {moved[0][0]}{after}: {'; '.join(list(moved[0][1].values())[:2])} (storage changed at "
+            f"{len(moved)} of {len(maps) - 1} {counted})"
+        )
 
 
 def growth_unseen(config, dynamic: list[dict]) -> str | None:
