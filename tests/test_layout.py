@@ -19,8 +19,8 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-def tool_imports(paths) -> list[str]:
-    return sorted(f"{path.relative_to(ROOT)} imports {name}" for path in paths for name in imported(path)
+def tool_imports(paths, root: Path = ROOT) -> list[str]:
+    return sorted(f"{path.relative_to(root)} imports {name}" for path in paths for name in imported(path)
                   if name.startswith(TOOLS))
 
 
@@ -34,13 +34,12 @@ def test_the_suites_and_the_harness_import_no_tool():
 
 
 def test_a_tool_import_in_a_suite_is_seen(tmp_path):
-    """Positive control: the same check on a file that imports the fault catalogue."""
-    suite = ROOT / "suites" / "test_stand_in_for_the_layout_check.py"
-    try:
-        suite.write_text("from cache_conformance.selftest import faults\n")
-        assert tool_imports([suite]) == [
-            "suites/test_stand_in_for_the_layout_check.py imports cache_conformance.selftest",
-            "suites/test_stand_in_for_the_layout_check.py imports cache_conformance.selftest.faults",
-        ]
-    finally:
-        suite.unlink()
+    """Positive control: the same check on a stand-in suite that imports the fault catalogue (kept out of suites/,
+    which other tests read at the same time)."""
+    suite = tmp_path / "suites" / "test_stand_in.py"
+    suite.parent.mkdir()
+    suite.write_text("from cache_conformance.selftest import faults\n")
+    assert tool_imports([suite], tmp_path) == [
+        "suites/test_stand_in.py imports cache_conformance.selftest",
+        "suites/test_stand_in.py imports cache_conformance.selftest.faults",
+    ]
