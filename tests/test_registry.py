@@ -67,3 +67,10 @@ def test_a_broken_registry_is_one_line_naming_the_file(tmp_path, change, problem
         registry.load(path)
     message = str(raised.value)
     assert message.startswith(str(path)) and problem in message and "\n" not in message
+
+
+def test_the_self_test_page_lists_every_catalogued_fault_with_its_suite():
+    rows = {line.split("`")[1]: line for line in (registry.ROOT / "docs" / "selftest.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for fault in faults.CATALOGUE.values():
+        assert f"(suites/{fault.caught_by}.md)" in rows.get(fault.name, ""), fault.name
