@@ -155,7 +155,7 @@ def generate_default_sliding_positions_kept(window: int) -> int | None:
 
 def slot_order(held: list[int], slots: int) -> list[int | None]:
     """Which position each of a cache layer's `slots` holds when the layer holds `held` (oldest first); None marks
-    an unused slot, which is all zeros. Every release 4.50-5.24, static and dynamic, sliding and full: positions
+    an unused slot, which is all zeros. Every release 4.50-5.25, static and dynamic, sliding and full: positions
     are stored chronologically from slot 0 (a full static sliding buffer rolls left, its oldest position at slot
     0), unused preallocated slots after them (checked by identifying each slot's position after every step of
     prefill, decode and chunk schedules on each minor release)."""
