@@ -189,8 +189,8 @@ class ResultsRecorder:
                 f"python -m cache_conformance.releases.adopt {self.path}", yellow=True)
         slow = self.slow_deselected()
         if slow:
-            terminalreporter.write_line(f"{len(slow)} slow checks deselected (compilation and export on other "
-                                        "targets): --include-slow runs them")
+            terminalreporter.write_line(f"{len(slow)} slow checks deselected (compilation, export and the user calls "
+                                        "on other targets): --include-slow runs them")
         terminalreporter.write_line(f"results: {self.path}")
 
     def carried(self) -> list[str]:

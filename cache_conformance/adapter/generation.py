@@ -67,6 +67,44 @@ def reorderable_cache_classes() -> list[type]:
     return [cls for cls in (transformers.DynamicCache, static_cache_class()) if hasattr(cls, "reorder_cache")]
 
 
+# ---- the calls users write (the user-call suite): what the release offers, spelled as it spells it ----
+
+def cache_implementations() -> tuple[str, ...]:
+    """Every cache_implementation the release's generation config accepts, read from the release (its
+    ALL_CACHE_IMPLEMENTATIONS, in its order, each once)."""
+    from transformers.generation import configuration_utils
+
+    return tuple(dict.fromkeys(configuration_utils.ALL_CACHE_IMPLEMENTATIONS))
+
+
+def static_cache_implementations() -> tuple[str, ...]:
+    """The cache_implementation values the release itself calls static (preallocated, set up before decoding): its
+    ALL_STATIC_CACHE_IMPLEMENTATIONS where it has that list, before that the keys of NEED_SETUP_CACHE_CLASSES_MAPPING
+    (the caches generate() sets up ahead)."""
+    from transformers.generation import configuration_utils
+
+    listed = getattr(configuration_utils, "ALL_STATIC_CACHE_IMPLEMENTATIONS", None)
+    if listed is None:
+        listed = list(configuration_utils.NEED_SETUP_CACHE_CLASSES_MAPPING)
+    return tuple(dict.fromkeys(listed))
+
+
+USER_CACHE_CLASSES = ("DynamicCache", "StaticCache")
+STATIC_CACHE_CONFIG_ONLY = Version("5.0")  # StaticCache(config, max_cache_len): no batch size, device or dtype
+
+
+def user_cache_object(model, class_name: str, *, batch_size: int, capacity: int):
+    """A cache object made as a user makes one for `model` with the release's constructor: DynamicCache() with no
+    arguments; StaticCache for `batch_size` rows of `capacity` tokens (before 5.0 it also took the batch size,
+    device and dtype), allocated when the model first writes to it where the release defers that."""
+    if class_name == "DynamicCache":
+        return transformers.DynamicCache()
+    if INSTALLED >= STATIC_CACHE_CONFIG_ONLY:
+        return transformers.StaticCache(config=model.config, max_cache_len=capacity)
+    return transformers.StaticCache(config=model.config, max_batch_size=batch_size, max_cache_len=capacity,
+                                    device=model.device, dtype=model.dtype)
+
+
 def continuous_batching_problem(model) -> str | None:
     """Why the release has no continuous batching for this model, or None (generate_batch appeared in 4.53)."""
     if hasattr(model, "generate_batch"):

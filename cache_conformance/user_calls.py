@@ -1,0 +1,126 @@
+"""The calls users write to generate(), made as written and graded (suites/test_user_calls.py).
+
+A cache choice is one way a user asks generate() for a cache: no cache argument at all ("default"), each
+`cache_implementation` the release's generation config accepts (read from the release, not from a table of ours),
+or a cache object of a public class passed under the release's cache keyword. The call goes to generate() as a
+user writes it: the model's own generation config, nothing added that changes which cache runs. The adapter only
+spells what a release renamed (the cache keyword, a class's constructor). What the harness adds is what it grades
+with: no sampling, and the output's logits and scores (adapter.generate_without_sampling).
+
+Each call is graded one of five ways: the four of `strategies.graded` (correct, refused clearly, crashed, wrong)
+and substituted: the output is right, but the cache that ran is not the one asked for. A user's cache object that
+generate() did not use (the model's forward calls got another object), or a static kind (one the release lists as
+static, or a StaticCache object) whose layers changed size between forward calls: a growing cache in place of a
+preallocated one. The cache that ran (its class, each layer's sizes) goes into the record either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from cache_conformance import adapter
+from cache_conformance.adapter import generation
+
+# What a clear refusal names (any one of them): the cache, or the strategy in the words transformers uses.
+SUBJECTS = ("cache", "assist", "candidate", "draft", "lookup", "speculative", "beam", "quantiz", "offload", "sliding")
+LOOKUP_DRAFTS = 3  # prompt_lookup_num_tokens
+
+
+@dataclass(frozen=True)
+class CacheChoice:
+    id: str
+    implementation: str | None = None  # cache_implementation=
+    object_class: str | None = None  # a cache object of this class
+    static: bool = False  # the user asked for a preallocated cache
+
+    def arguments(self, model, *, batch_size: int, capacity: int) -> dict:
+        """generate()'s cache arguments as the user writes them (a new cache object each call)."""
+        if self.implementation is not None:
+            return {"cache_implementation": self.implementation}
+        if self.object_class is not None:
+            return {adapter.CACHE_KEYWORD: generation.user_cache_object(model, self.object_class, batch_size=batch_size,
+                                                                         capacity=capacity)}
+        return {}
+
+
+def cache_choices() -> list[CacheChoice]:
+    """The default, every cache_implementation the installed release accepts, a user's object of each class."""
+    static = set(generation.static_cache_implementations())
+    return [
+        CacheChoice("default"),
+        *[CacheChoice(f"implementation-{name}", implementation=name, static=name in static)
+          for name in generation.cache_implementations()],
+        *[CacheChoice(f"object-{name}", object_class=name, static=name == "StaticCache")
+          for name in generation.USER_CACHE_CLASSES],
+    ]
+
+
+def repeating_prompt(tokens, length: int, period: int) -> torch.Tensor:
+    """`length` tokens that repeat a random block of `period`: text prompt lookup finds drafts in."""
+    block = tokens(1, period)
+    return block.repeat(1, -(-length // period))[:, :length]
+
+
+@dataclass
+class CachesSeen:
+    """The cache object each forward call of `model` returned while active (a forward hook), and each layer's size
+    (positions its key tensor holds) after every call."""
+
+    model: torch.nn.Module
+    objects: list = field(default_factory=list)  # distinct cache objects, in the order first seen
+    sizes: list[list[int]] = field(default_factory=list)  # per call, per layer
+    _handle: object = None
+
+    def __enter__(self):
+        def record(module, args, kwargs, output):
+            cache = adapter.returned_cache(output)
+            if cache is None:
+                return
+            if not any(cache is seen for seen in self.objects):
+                self.objects.append(cache)
+            self.sizes.append([_positions(adapter.layer_storage(cache, layer)[0])
+                               for layer in range(adapter.layer_count(cache))])
+
+        self._handle = self.model.register_forward_hook(record, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._handle.remove()
+
+    @property
+    def classes(self) -> list[str]:
+        return [type(cache).__name__ for cache in self.objects]
+
+    def resized_layers(self) -> dict[int, list[int]]:
+        """Each layer whose size changed between forward calls, with its sizes in order (unallocated: 0, skipped)."""
+        resized = {}
+        for layer in range(max((len(sizes) for sizes in self.sizes), default=0)):
+            series = [sizes[layer] for sizes in self.sizes if layer < len(sizes) and sizes[layer]]
+            if len(set(series)) > 1:
+                resized[layer] = list(dict.fromkeys(series))
+        return resized
+
+    def as_metrics(self) -> dict:
+        return {"caches_that_ran": self.classes, "layer_sizes_after_last_call": self.sizes[-1] if self.sizes else []}
+
+
+def _positions(keys) -> int:
+    return keys.shape[-2] if isinstance(keys, torch.Tensor) and keys.dim() == 4 else 0
+
+
+def substitution(choice: CacheChoice, arguments: dict, seen: CachesSeen) -> str | None:
+    """Why the cache that ran is not the one `choice` asked for, or None."""
+    if not seen.sizes:
+        return None
+    given = arguments.get(adapter.CACHE_KEYWORD)
+    if given is not None and any(cache is not given for cache in seen.objects):
+        return (f"the user's {choice.object_class} was passed as {adapter.CACHE_KEYWORD}=, but the model ran with "
+                f"{seen.classes}: another object")
+    resized = seen.resized_layers()
+    if choice.static and resized:
+        shown = "; ".join(f"layer {layer}: {sizes}" for layer, sizes in list(resized.items())[:3])
+        return (f"{choice.id} asks for a preallocated cache, but the cache that ran ({', '.join(seen.classes)}) "
+                f"changed size between forward calls ({len(resized)} layers; {shown})")
+    return None

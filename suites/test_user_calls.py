@@ -1,0 +1,80 @@
+"""The calls users write: generate() with every cache choice the release offers, every strategy, prompts shorter
+than the window W, longer than W and longer than 2W, each made as a user writes it and graded.
+
+The other suites make the harness's calls: where a release needs a workaround to reach a cache (a generation config
+rewritten so that a user's cache is accepted, the cache implementation that works on that release), the adapter
+applies it, because those suites inspect a working cache. This suite makes the plain call instead, so what a user
+meets is what it grades (cache_conformance/user_calls.py): correct (logits equal recomputation without cache, and
+the cache that ran is the kind asked for), refused clearly, crashed, wrong, or substituted (right output, another
+cache: a user's object not used, a growing cache for a static request). Correct and refused clearly conform.
+"""
+
+import pytest
+import torch
+
+from cache_conformance import adapter, findings, strategies, user_calls
+from cache_conformance.adapter import generation
+from cache_conformance.decoding import generation_against_recomputation
+from cache_conformance.overflow import describe
+
+CHOICES = user_calls.cache_choices()
+STRATEGIES = ("greedy", "beam-2", "beam-3", "prompt-lookup", "assisted")
+PROMPT_LENGTHS = {
+    "shorter-than-window": lambda window: max(1, window - 2),
+    "longer-than-window": lambda window: window + 3,
+    "longer-than-two-windows": lambda window: 2 * window + 3,
+}
+# The default run makes every call on one target with the longest prompt; --include-slow adds the other targets
+# and the shorter prompts.
+IN_THE_DEFAULT_RUN = "float32-cpu-eager"
+PROMPTS = [pytest.param(kind, marks=pytest.mark.slow(except_on=IN_THE_DEFAULT_RUN) if kind == "longer-than-two-windows"
+                        else pytest.mark.slow) for kind in PROMPT_LENGTHS]
+
+
+def strategy_options(request, strategy: str) -> dict:
+    """generate()'s arguments that select the strategy, as a user writes them."""
+    if strategy.startswith("beam-"):
+        return {"num_beams": int(strategy.removeprefix("beam-"))}
+    if strategy == "prompt-lookup":
+        return {"prompt_lookup_num_tokens": user_calls.LOOKUP_DRAFTS}
+    if strategy == "assisted":
+        return {"assistant_model": request.getfixturevalue("draft_model")}
+    return {}
+
+
+@pytest.mark.parametrize("prompt_kind", PROMPTS)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("choice", CHOICES, ids=[choice.id for choice in CHOICES])
+def test_generate_as_users_call_it(request, model, window, tokens, compare, metrics, choice, strategy, prompt_kind):
+    prompt = user_calls.repeating_prompt(tokens, PROMPT_LENGTHS[prompt_kind](window), period=max(2, window // 2))
+    new_tokens = window + 2
+    options = strategy_options(request, strategy)
+    arguments = choice.arguments(model, batch_size=options.get("num_beams", 1), capacity=prompt.shape[1] + new_tokens)
+    where = f"generate() with {choice.id}, {strategy}, a prompt of {prompt.shape[1]} tokens (W={window})"
+    metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
+    with user_calls.CachesSeen(model) as seen:
+        try:
+            output, raised = adapter.generate_without_sampling(model, prompt, max_new_tokens=new_tokens,
+                                                               output_scores=True, **arguments, **options), None
+        except Exception as error:  # noqa: BLE001 - whatever the call raises is graded
+            output, raised = None, error
+    metrics.update(seen.as_metrics())
+    if raised is not None:
+        metrics.update(outcome=strategies.grade(raised, user_calls.SUBJECTS), exception=describe(raised)[:500])
+        if metrics["outcome"] == "refused clearly":
+            return  # a clear refusal conforms
+        raise findings.failure(f"crashed: {where} raised {describe(raised)}", findings.CRASH, where=where,
+                               raised=type(raised).__name__) from raised
+    with strategies.graded(metrics, subjects=user_calls.SUBJECTS):
+        if "num_beams" in options:
+            strategies.beam_paths_against_recomputation(model, output, generation.beam_indices(output),
+                                                        torch.ones_like(prompt), compare, beams=options["num_beams"],
+                                                        where=where)
+        else:
+            generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
+                                             compare, where=where)
+    problem = user_calls.substitution(choice, arguments, seen)
+    if problem:
+        metrics["outcome"] = "substituted"
+        raise findings.failure(f"substituted: {where}: {problem}", "substituted", choice=choice.id,
+                               strategy=strategy, caches=seen.classes)
