@@ -325,6 +325,33 @@ def _generate_copies_the_given_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transformers.GenerationMixin, "generate", patched)
 
 
+def _generate_with_cache_arguments_replaced(replace: Callable[[dict], None]):
+    """A patch of generate() that rewrites its keyword arguments with `replace` before generating."""
+
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        generate = transformers.GenerationMixin.generate
+
+        @functools.wraps(generate)
+        def patched(self, *args, **kwargs):
+            replace(kwargs)
+            return generate(self, *args, **kwargs)
+
+        monkeypatch.setattr(transformers.GenerationMixin, "generate", patched)
+
+    return patch
+
+
+def _static_request_made_dynamic(kwargs: dict) -> None:
+    if kwargs.get("cache_implementation") == "static":
+        kwargs["cache_implementation"] = "dynamic"
+
+
+def _users_dynamic_cache_dropped(kwargs: dict) -> None:
+    for keyword in {adapter.CACHE_KEYWORD, adapter.LEGACY_CACHE_KEYWORD}:
+        if type(kwargs.get(keyword)) is transformers.DynamicCache:
+            kwargs[keyword] = transformers.DynamicCache()
+
+
 CATALOGUE = {
     fault.name: fault
     for fault in (
@@ -428,6 +455,18 @@ CATALOGUE = {
             "generate() works on a copy of the cache object passed to it (under either name), so the user's "
             "cache is left as it was",
             _generate_copies_the_given_cache,
+        ),
+        Fault(
+            "static-request-served-by-a-growing-cache",
+            "generate(cache_implementation=\"static\") quietly builds a dynamic cache: the output is right, the memory "
+            "grows with every token",
+            _generate_with_cache_arguments_replaced(_static_request_made_dynamic),
+        ),
+        Fault(
+            "users-dynamic-cache-replaced",
+            "generate() given a user's DynamicCache generates into a new one of its own: the output is right, the "
+            "user's cache stays empty",
+            _generate_with_cache_arguments_replaced(_users_dynamic_cache_dropped),
         ),
     )
 }
