@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_conformance import adapter, window_oracle
+from cache_conformance import adapter, scenarios, window_oracle
 from cache_conformance.decoding import (
     chunks_against_recomputation,
     generation_against_recomputation,
@@ -45,7 +45,7 @@ def test_chunked_prefill_and_multi_token_continuation(model, window, tokens, com
 
 
 def test_left_padded_batch(model, window, tokens, compare):
-    lengths = [window + 3, window - 2]
+    lengths = scenarios.left_padded_batch(window)
     prompt, attention_mask = left_padded(model, tokens, lengths)
     steps = window + 2
     cache = adapter.make_static_cache(model, batch_size=len(lengths), capacity=max(lengths) + steps)
@@ -56,8 +56,8 @@ def test_generate_with_a_static_cache(model, window, tokens, compare):
     """generate() into a user-supplied static cache: its logits match recomputation, and the cache it was given
     (not a copy) holds what generate() fed, slot by slot (a generate() that ignored or copied it would pass the
     logits)."""
-    prompt = tokens(1, window - 3)
-    new_tokens = window + 4
+    prompt = tokens(1, scenarios.short_prompt_for_generate(window))
+    new_tokens = scenarios.generate_new_tokens(window)
     cache = adapter.make_static_cache(model, batch_size=1, capacity=prompt.shape[1] + new_tokens)
     sequences, step_logits = adapter.generate_with_static_cache(model, prompt, cache=cache, max_new_tokens=new_tokens)
     where = f"generate() of {new_tokens} tokens"

@@ -9,7 +9,7 @@ position inside one layer and grade which outputs move, on each path.
 
 import pytest
 
-from cache_conformance import adapter, findings, images, memory, overflow
+from cache_conformance import adapter, findings, images, memory, overflow, scenarios
 from cache_conformance.decoding import (
     call,
     chunks_against_recomputation,
@@ -38,18 +38,13 @@ def tokens(multimodal_tokens):
 
 
 def image_at(model, window):
-    """Where a scenario's images go (positions of their begin-of-image tokens) and how long its prompt is."""
-    length = images.image_length(model)
-    return {
-        "image-inside-window": ([1], window - 1),
-        "image-straddling-window-boundary": ([window - length // 2], window + length),
-        "prompt-longer-than-window": ([2], 2 * window + 3),
-        "two-images": ([1, window + 1], window + length + 4),
-    }
+    """Where a scenario's images go (positions of their begin-of-image tokens) and how long its prompt is
+    (scenarios.images_at, for the model's image length)."""
+    return {scenario: scenarios.images_at(scenario, window, images.image_length(model)) for scenario in SCENARIOS}
 
 
 # image_at's scenarios by name (parametrize needs them before a model is loaded).
-SCENARIOS = ("image-inside-window", "image-straddling-window-boundary", "prompt-longer-than-window", "two-images")
+SCENARIOS = scenarios.IMAGE_SCENARIOS
 
 
 def image_prompt(model, tokens, starts: list[int], length: int):
@@ -76,9 +71,9 @@ def test_multimodal_static_cache_larger_than_the_window(multimodal_model, window
 
 
 def test_multimodal_left_padded_batch_with_an_image_in_one_row(multimodal_model, window, tokens, compare):
-    lengths = [window + 3, window - 2]
+    lengths = scenarios.image_in_a_padded_batch(window, images.image_length(multimodal_model))
     text, attention_mask = left_padded(multimodal_model, tokens, lengths)
-    prompt, placed = place_images(multimodal_model, text, [(0, 2)], seed=IMAGE_SEED)
+    prompt, placed = place_images(multimodal_model, text, [(0, scenarios.IMAGE_IN_THE_LONGER_ROW)], seed=IMAGE_SEED)
     steps = window + 2
     cache = adapter.make_static_cache(multimodal_model, batch_size=len(lengths), capacity=max(lengths) + steps)
     prefill_and_decode(multimodal_model, cache, prompt, steps, compare, attention_mask=attention_mask, images=placed)
@@ -87,8 +82,9 @@ def test_multimodal_left_padded_batch_with_an_image_in_one_row(multimodal_model,
 def test_multimodal_second_turn_with_a_second_image(multimodal_model, window, tokens, compare):
     """A conversation continued on the cache that holds its first turn (an image, then text), with a second
     image in the new turn, then decoding; every call against recomputation over both turns."""
-    first_turn, second_turn, steps = window - 1, window + 2, 3
-    prompt, placed = image_prompt(multimodal_model, tokens, [1, first_turn + 2], first_turn + second_turn + steps)
+    turns = scenarios.second_turn(window, images.image_length(multimodal_model))
+    first_turn, second_turn, steps = turns.first_turn, turns.second_turn, turns.steps
+    prompt, placed = image_prompt(multimodal_model, tokens, turns.images, first_turn + second_turn + steps)
     cache = adapter.make_static_cache(multimodal_model, batch_size=1, capacity=prompt.shape[1])
     chunks_against_recomputation(multimodal_model, cache, prompt, [first_turn, second_turn, *[1] * steps], compare,
                                  images=placed)
@@ -147,7 +143,8 @@ def changes_at(model, prompt, placed, path, query, perturbed):
 @pytest.mark.parametrize("path", PATHS)
 def test_image_tokens_see_each_other_both_ways(multimodal_model, window, tokens, metrics, path):
     """In every layer, the first soft token of an image is changed by every later soft token of the same image."""
-    prompt, placed = image_prompt(multimodal_model, tokens, [2], window)
+    start, length = scenarios.image_both_ways_prompt(window, images.image_length(multimodal_model))
+    prompt, placed = image_prompt(multimodal_model, tokens, [start], length)
     image = placed.placed[0]
     by_layer = changes_at(multimodal_model, prompt, placed, path, image.first, image.soft_tokens[1:])
     metrics["first_soft_token_change"] = flat(by_layer)
@@ -238,10 +235,11 @@ def test_multimodal_overflow_with_an_image_raises(multimodal_model, window, toke
 
 
 def test_multimodal_memory_stays_put_while_decoding_after_an_image(multimodal_model, window, tokens, metrics):
-    """After a prefill with an image, every cached tensor keeps its storage through decoding to capacity (3W).
+    """After a prefill with an image, every cached tensor keeps its storage through decoding to capacity (3W, or more
+    where the prompt leaves fewer than W + 1 steps: scenarios.capacity_after_an_image).
     Positive control: a dynamic cache's full layers move to new, larger storage at every step of the same run."""
     starts, length = image_at(multimodal_model, window)["image-inside-window"]
-    capacity = memory.capacity_for(window)
+    capacity = scenarios.capacity_after_an_image(memory.capacity_for(window), length, window)
     sequence, placed = image_prompt(multimodal_model, tokens, starts, capacity)
 
     def storage_after_each_step(cache):

@@ -19,13 +19,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from cache_conformance import adapter, findings, isolation, overflow
+from cache_conformance import adapter, findings, isolation, overflow, scenarios
 from cache_conformance.decoding import generation_against_recomputation, prefill_and_decode
-
-
-def capacity_for(window: int) -> int:
-    return 2 * window + 4
-
 
 # Each scenario fills the cache as far as it needs, then returns the overflowing call and the lengths it asks for.
 
@@ -93,7 +88,7 @@ def overflow_runs(target) -> dict[str, OverflowRun]:
 def overflowed(request, overflow_runs, model, window, named_tokens, metrics, target, checkpoint_path) -> OverflowRun:
     scenario = request.param
     if scenario not in overflow_runs:
-        capacity = capacity_for(window)
+        capacity = scenarios.overflow_capacity(window)
         sequence = named_tokens(f"overflow {scenario}")(1, capacity + 4)
         if isolation.needed(target.device) or request.config.getoption("isolate_overflows"):
             overflow_runs[scenario] = overflow_in_a_child(SCENARIOS[scenario], checkpoint_path, target, sequence,
@@ -156,8 +151,8 @@ def test_overflow_cache_is_recoverable_after_reset(overflowed, model, window, to
 def test_overflow_never_from_sliding_layers(model, window, tokens):
     """Within capacity the sliding layers run past their window many times: eviction is their job, not an error.
     (Whether they keep the right tokens is the equivalence and sliding-window suites' business.)"""
-    capacity = capacity_for(window)
-    sizes = [window + 2, 1, 3, capacity - window - 6]
+    capacity = scenarios.overflow_capacity(window)
+    sizes = scenarios.chunks_within_overflow_capacity(window)
     cache = adapter.make_static_cache(model, batch_size=1, capacity=capacity)
     sequence, start = tokens(1, capacity), 0
     for size in sizes:
@@ -175,7 +170,7 @@ def test_overflow_never_from_generates_own_cache(model, window, tokens, compare)
     """generate() sizes its own static cache for each request, also when a longer request follows a shorter one."""
     prompt = tokens(1, window)
     adapter.generate_with_own_static_cache(model, prompt, max_new_tokens=2)
-    longer = capacity_for(window) * 2
+    longer = scenarios.overflow_capacity(window) * 2
     sequences, step_logits = adapter.generate_with_own_static_cache(model, prompt, max_new_tokens=longer)
     generation_against_recomputation(
         model, prompt.shape[1], sequences, step_logits, compare, where=f"second generate() of {longer} tokens"

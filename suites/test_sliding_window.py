@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_conformance import adapter
+from cache_conformance import adapter, scenarios
 from cache_conformance.decoding import left_padded, random_tokens
 from cache_conformance.window_oracle import (
     Window,
@@ -102,7 +102,7 @@ def test_static_cache_contents_chunked(model, window, tokens, metrics, schedule)
 
 def test_static_cache_contents_left_padded_batch(model, window, tokens, metrics):
     """Real tokens keep their window slots: each row's sliding layers hold its last min(W, real) real tokens."""
-    lengths = [window + 3, window - 2]
+    lengths = scenarios.left_padded_batch(window)
     prompt, prompt_mask = left_padded(model, tokens, lengths)
     steps = window + 2
     continuation = tokens(len(lengths), steps)
@@ -117,15 +117,15 @@ def test_static_cache_contents_left_padded_batch(model, window, tokens, metrics)
 
 def test_static_cache_contents_after_reset(model, window, tokens, metrics):
     """A cache reused after reset() holds only the new sequence's positions (unused slots zero again)."""
-    first, second = tokens(1, window + 4), tokens(1, 2 * window + 1)
-    second_sizes = decode_schedule(window - 1, window + 2)
-    cache = adapter.make_static_cache(model, batch_size=1, capacity=second.shape[1])
+    sizes = scenarios.after_reset(window)
+    first, second = tokens(1, sum(sizes.first)), tokens(1, sum(sizes.second))
+    cache = adapter.make_static_cache(model, batch_size=1, capacity=sizes.capacity)
     follower = follow(model, cache, first, static_windows(model, window))
-    feed_chunks(model, follower, first, decode_schedule(window + 1, 3), label="decode")
+    feed_chunks(model, follower, first, list(sizes.first), label="decode")
     adapter.reset(cache)
     follower = follow(model, cache, second, static_windows(model, window))
     follower.fed(0, where="after reset()")
-    feed_chunks(model, follower, second, second_sizes, label="decode")
+    feed_chunks(model, follower, second, list(sizes.second), label="decode")
     metrics["content_checks"] = follower.log
 
 
@@ -150,11 +150,11 @@ def test_dynamic_cache_contents_prefill_then_decode(model, window, tokens, metri
 def test_generate_default_cache_contents(model, window, tokens, metrics):
     """The cache generate() builds by default holds, after generating, what the release keeps of the sequence."""
     kept = adapter.generate_default_sliding_positions_kept(window)
-    prompt = tokens(1, window - 3)
-    sequences, cache = adapter.generate_with_default_cache(model, prompt, max_new_tokens=window + 4)
+    prompt, new_tokens = tokens(1, scenarios.short_prompt_for_generate(window)), scenarios.generate_new_tokens(window)
+    sequences, cache = adapter.generate_with_default_cache(model, prompt, max_new_tokens=new_tokens)
     fed = sequences[:, :-1]  # the last generated token is never fed back
     follower = follow(model, cache, fed, dynamic_windows(model, kept))
-    follower.fed(fed.shape[1], where=f"generate() of {window + 4} tokens ({fed.shape[1]} tokens fed)")
+    follower.fed(fed.shape[1], where=f"generate() of {new_tokens} tokens ({fed.shape[1]} tokens fed)")
     metrics["cache_class"] = type(cache).__name__
     metrics["sliding_positions_kept"] = kept
     metrics["content_checks"] = follower.log

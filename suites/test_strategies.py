@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from cache_conformance import adapter, overflow, strategies
+from cache_conformance import adapter, overflow, scenarios, strategies
 from cache_conformance.adapter import generation
 from cache_conformance.decoding import (
     chunks_against_recomputation,
@@ -154,7 +154,7 @@ def beam_scenario(request, beam_scenarios, model, window, named_tokens, metrics)
     beams, stopping = request.param
     if request.param not in beam_scenarios:
         prompt, attention_mask = left_padded(model, named_tokens(f"beam search {beams} {stopping}"),
-                                             [window + 3, window - 2])
+                                             scenarios.left_padded_batch(window))
         search = {"beams": beams, "early_stopping": EARLY_STOPPING[stopping], "max_new_tokens": window + 2}
         probe = beam_search(model, prompt, attention_mask, use_cache=False, **search)
         for row, step in ((0, 2), (0, 1), (0, 3), (beams, 2), (beams, 1), (beams, 3)):
@@ -192,8 +192,6 @@ def test_beam_search_matches_recomputation(model, beam_scenario, compare, metric
 
 # ---- rollback ----
 
-CROPPED = 3
-HELD = {"before-the-window-fills": lambda window: window - 2, "after-the-window-fills": lambda window: 2 * window + 1}
 ROLLBACK_CACHES = {
     "dynamic-cache": lambda model, capacity: adapter.make_dynamic_cache(model),
     "static-cache": lambda model, capacity: adapter.make_static_cache(model, batch_size=1, capacity=capacity),
@@ -201,21 +199,22 @@ ROLLBACK_CACHES = {
 
 
 @pytest.mark.parametrize("cache_kind", ROLLBACK_CACHES)
-@pytest.mark.parametrize("when", HELD)
+@pytest.mark.parametrize("when", scenarios.CROP_WHEN)
 def test_crop_then_continue_matches_recomputation(model, window, tokens, compare, metrics, cache_kind, when):
-    """The cache holds `held` tokens, the last CROPPED of them rejected drafts; crop(CROPPED), then two tokens in
-    one call and W single tokens, each against recomputation over the kept tokens and the new ones."""
-    held = HELD[when](window)
-    kept, continuation = held - CROPPED, [2, *[1] * window]
-    sequence = tokens(1, held - CROPPED + sum(continuation))
-    rejected = tokens(1, CROPPED)
+    """The cache holds `held` tokens, the last `cropped` of them rejected drafts (scenarios.crop: W - 2 or 2W + 1
+    tokens, the last 3); crop(cropped), then two tokens in one call and W single tokens, each against recomputation
+    over the kept tokens and the new ones."""
+    sizes = scenarios.crop(when, window)
+    held, cropped, kept, continuation = sizes.held, sizes.cropped, sizes.kept, list(sizes.continuation)
+    sequence = tokens(1, kept + sum(continuation))
+    rejected = tokens(1, cropped)
     cache = ROLLBACK_CACHES[cache_kind](model, held + sum(continuation))
     generation.record_past(cache)
     adapter.forward(model, torch.cat([sequence[:, :kept], rejected], dim=1), cache=cache)
-    result = overflow.attempt(lambda: generation.crop(cache, CROPPED), lambda: overflow.cache_state(cache))
+    result = overflow.attempt(lambda: generation.crop(cache, cropped), lambda: overflow.cache_state(cache))
     outcome = strategies.grade(result.error, CROP_SUBJECTS)
     metrics.update(outcome=outcome, exception=overflow.describe(result.error)[:500] if result.error else None)
-    what = f"crop({CROPPED}) of a {cache_kind.replace('-', ' ')} holding {held} tokens (window {window})"
+    what = f"crop({cropped}) of a {cache_kind.replace('-', ' ')} holding {held} tokens (window {window})"
     if result.error is not None:
         refusal_failure(result, outcome, what, needs_evicted_positions=held > window)
         return
@@ -267,7 +266,7 @@ def batching_run(batching_runs, target, checkpoint_path, model, window, named_to
         batching_model = adapter.load_model(checkpoint_path, dtype=target.dtype, device=target.device,
                                             attn_implementation=target.attn_implementation)
         tokens = named_tokens("continuous batching")
-        lengths, max_new_tokens = [2 * window + 3, window - 2, window + 1], window + 2
+        lengths, max_new_tokens = scenarios.continuous_batching_requests(window), window + 2
         prompts = [tokens(1, length)[0].tolist() for length in lengths]
         probe = tokens(2, window + 3)
         attention_before, logits_before = (generation.attention_implementation(batching_model),
