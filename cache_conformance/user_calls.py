@@ -45,11 +45,14 @@ class CacheChoice:
         return {}
 
 
+DEFAULT = CacheChoice("default")  # no cache argument at all
+
+
 def cache_choices() -> list[CacheChoice]:
     """The default, every cache_implementation the installed release accepts, a user's object of each class."""
     static = set(generation.static_cache_implementations())
     return [
-        CacheChoice("default"),
+        DEFAULT,
         *[CacheChoice(f"implementation-{name}", implementation=name, static=name in static)
           for name in generation.cache_implementations()],
         *[CacheChoice(f"object-{name}", object_class=name, static=name == "StaticCache")

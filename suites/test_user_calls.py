@@ -7,14 +7,18 @@ applies it, because those suites inspect a working cache. This suite makes the p
 meets is what it grades (cache_conformance/user_calls.py): correct (logits equal recomputation without cache, and
 the cache that ran is the kind asked for), refused clearly, crashed, wrong, or substituted (right output, another
 cache: a user's object not used, a growing cache for a static request). Correct and refused clearly conform.
+Prompt lookup, assisted decoding and beam search also run on drawn inputs (hypothesis), since where drafts and
+beams land relative to the window decides some failures.
 """
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cache_conformance import adapter, findings, strategies, user_calls
 from cache_conformance.adapter import generation
-from cache_conformance.decoding import generation_against_recomputation
+from cache_conformance.decoding import generation_against_recomputation, random_tokens
 from cache_conformance.overflow import describe
 
 CHOICES = user_calls.cache_choices()
@@ -47,10 +51,52 @@ def strategy_options(request, strategy: str) -> dict:
 @pytest.mark.parametrize("choice", CHOICES, ids=[choice.id for choice in CHOICES])
 def test_generate_as_users_call_it(request, model, window, tokens, compare, metrics, choice, strategy, prompt_kind):
     prompt = user_calls.repeating_prompt(tokens, PROMPT_LENGTHS[prompt_kind](window), period=max(2, window // 2))
-    new_tokens = window + 2
     options = strategy_options(request, strategy)
-    arguments = choice.arguments(model, batch_size=options.get("num_beams", 1), capacity=prompt.shape[1] + new_tokens)
     where = f"generate() with {choice.id}, {strategy}, a prompt of {prompt.shape[1]} tokens (W={window})"
+    call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=window + 2, options=options,
+                   where=where)
+
+
+# Where drafts land relative to the window decides some failures, so these calls draw their placement.
+DRAWN = {
+    "prompt-lookup": pytest.mark.slow(except_on=IN_THE_DEFAULT_RUN),
+    "assisted": pytest.mark.slow,
+    "beam-search": pytest.mark.slow,
+}
+
+
+@pytest.mark.parametrize("strategy", [pytest.param(name, marks=mark) for name, mark in DRAWN.items()])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # `compare` keeps the worst case on purpose
+@given(data=st.data())
+def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, compare, metrics, strategy, data):
+    """With no cache choice (what most users write), prompt lookup, assisted decoding and beam search on a prompt
+    whose length (around W or 2W), repetition and number of new tokens are drawn, and the drafts (prompt lookup)
+    or beams drawn too: every run is correct or refused clearly. The failure message names the drawn call."""
+    length = data.draw(st.one_of(st.integers(max(1, window - 3), window + 3),
+                                 st.integers(2 * window - 3, 2 * window + 3)), label="prompt length")
+    period = data.draw(st.integers(1, length), label="repeated block length (the whole prompt: no repetition)")
+    new_tokens = data.draw(st.integers(1, 2 * window), label="new tokens")
+    token_seed = data.draw(st.integers(0, 2**16), label="token seed")
+    if strategy == "prompt-lookup":
+        options = {"prompt_lookup_num_tokens": data.draw(st.integers(1, 10), label="drafts")}
+    elif strategy == "assisted":
+        options = {"assistant_model": request.getfixturevalue("draft_model"),
+                   "num_assistant_tokens": data.draw(st.integers(1, 10), label="drafts")}
+    else:
+        options = {"num_beams": data.draw(st.integers(2, 4), label="beams")}
+    generator = torch.Generator().manual_seed(token_seed)
+    prompt = user_calls.repeating_prompt(lambda batch, n: random_tokens(model, batch, n, generator), length, period)
+    shown = {name: value for name, value in options.items() if name != "assistant_model"}
+    where = (f"generate() with default, {strategy} {shown}, a prompt of {length} tokens repeating a block of "
+             f"{period} (token seed {token_seed}), {new_tokens} new tokens (W={window})")
+    call_and_grade(model, compare, metrics, user_calls.DEFAULT, strategy, prompt, new_tokens=new_tokens,
+                   options=options, where=where)
+
+
+def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where):
+    """Make the call as a user writes it and grade it: a clear refusal returns; a crash, a wrong result or a
+    substituted cache fails with `where` in the message."""
+    arguments = choice.arguments(model, batch_size=options.get("num_beams", 1), capacity=prompt.shape[1] + new_tokens)
     metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
     with user_calls.CachesSeen(model) as seen:
         try:

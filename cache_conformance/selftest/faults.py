@@ -275,6 +275,21 @@ def _crop_one_short(crop):
     return patched
 
 
+def _crop_one_too_many_across_the_window_edge(crop):
+    @functools.wraps(crop)
+    def patched(self, max_length):
+        held = self.get_seq_length()
+        # crop(-n) removes n positions (crop(0), as 5.x's rollback calls it, none); crop(n > 0) keeps n
+        removed = -max_length if max_length <= 0 else held - max_length
+        windows = [getattr(layer, "sliding_window", None) for layer in getattr(self, "layers", [])]
+        window = next((w for w in windows if w), None)
+        if removed > 0 and window is not None and held - removed < window <= held:  # drafts straddle the edge
+            max_length = max_length - 1 if max_length < 0 else held - removed - 1
+        return crop(self, max_length)
+
+    return patched
+
+
 def _reorder_one_step_late(reorder_cache):
     """Beam search's reorder applies the previous step's beam indices (the first step's none): each beam
     continues on the cache of the beam it descended from one step earlier."""
@@ -455,6 +470,12 @@ CATALOGUE = {
             "generate() works on a copy of the cache object passed to it (under either name), so the user's "
             "cache is left as it was",
             _generate_copies_the_given_cache,
+        ),
+        Fault(
+            "crop-one-too-many-across-the-window-edge",
+            "crop() removes one position more than asked, only when the rolled-back drafts straddle the sliding "
+            "window's edge (the cache held at least W positions and keeps fewer)",
+            _method_replaced(generation.croppable_cache_classes, "crop", _crop_one_too_many_across_the_window_edge),
         ),
         Fault(
             "static-request-served-by-a-growing-cache",
