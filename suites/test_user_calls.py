@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cache_conformance import adapter, findings, strategies, user_calls
 from cache_conformance.adapter import generation
-from cache_conformance.decoding import generation_against_recomputation, random_tokens
+from cache_conformance.decoding import generation_against_recomputation, one_token_per_call, random_tokens
 from cache_conformance.overflow import describe
 
 CHOICES = user_calls.cache_choices()
@@ -124,3 +124,32 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
         metrics["outcome"] = "substituted"
         raise findings.failure(f"substituted: {where}: {problem}", "substituted", choice=choice.id,
                                strategy=strategy, caches=seen.classes)
+
+
+# forward() as users loop over it: no cache_position (the adapter passes one before 5.4). With no cache choice the
+# user passes back the cache each call returned; a user's own cache object is passed again each call, as it was made.
+FORWARD_CHOICES = [choice for choice in CHOICES if choice.implementation is None]
+
+
+@pytest.mark.slow(except_on=IN_THE_DEFAULT_RUN)
+@pytest.mark.parametrize("choice", FORWARD_CHOICES, ids=[choice.id for choice in FORWARD_CHOICES])
+def test_forward_as_users_call_it(model, window, tokens, compare, metrics, choice):
+    prompt = tokens(1, max(1, window - 2))
+    steps = window + 6  # the sequence ends 2W + 4 tokens long: past the window twice
+    given = choice.arguments(model, batch_size=1, capacity=prompt.shape[1] + steps).get(adapter.CACHE_KEYWORD)
+    passed = {"cache": given}
+
+    def step(token_ids, position):
+        output = model(input_ids=token_ids, **{adapter.CACHE_KEYWORD: passed["cache"]}, use_cache=True)
+        if given is None:
+            passed["cache"] = output.past_key_values
+        return output.logits
+
+    where = f"forward() one token per call with {choice.id}, no cache_position (W={window})"
+    metrics.update(choice=choice.id, strategy="forward", prompt_length=prompt.shape[1])
+    try:
+        with strategies.graded(metrics, subjects=user_calls.SUBJECTS):
+            one_token_per_call(model, step, prompt, steps, compare, label=where)
+    except AssertionError:
+        if metrics["outcome"] != "refused clearly":  # a clear refusal conforms
+            raise
