@@ -16,7 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_conformance import adapter, findings, strategies, user_calls
+from cache_conformance import adapter, findings, images, scenarios, strategies, user_calls
 from cache_conformance.adapter import generation
 from cache_conformance.decoding import generation_against_recomputation, one_token_per_call, random_tokens
 from cache_conformance.overflow import describe
@@ -57,6 +57,9 @@ def test_generate_as_users_call_it(request, model, window, tokens, compare, metr
                    where=where)
 
 
+IMAGE_SEED = 1234  # the multimodal prompt's pixel values
+
+
 # Where drafts land relative to the window decides some failures, so these calls draw their placement.
 DRAWN = {
     "prompt-lookup": pytest.mark.slow(except_on=IN_THE_DEFAULT_RUN),
@@ -93,9 +96,27 @@ def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, comp
                    options=options, where=where)
 
 
-def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where):
+@pytest.mark.slow(except_on=IN_THE_DEFAULT_RUN)
+@pytest.mark.parametrize("choice", CHOICES, ids=[choice.id for choice in CHOICES])
+def test_multimodal_generate_as_users_call_it(multimodal_model, multimodal_window, multimodal_tokens, compare,
+                                              metrics, choice):
+    """The multimodal model, greedy, with every cache choice, on a prompt longer than W with two images: one
+    that has left the last window by the first new token, one inside it."""
+    window = multimodal_window
+    starts, length = scenarios.images_at("two-images", window, images.image_length(multimodal_model))
+    prompt, placed = images.place_images(multimodal_model, multimodal_tokens(1, length),
+                                         [(0, start) for start in starts], seed=IMAGE_SEED)
+    where = (f"generate() on the multimodal model with {choice.id}, greedy, a prompt of {length} tokens with images "
+             f"at {starts} (W={window})")
+    call_and_grade(multimodal_model, compare, metrics, choice, "greedy", prompt, new_tokens=window + 2, options={},
+                   where=where, images=placed)
+
+
+def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where, images=None):
     """Make the call as a user writes it and grade it: a clear refusal returns; a crash, a wrong result or a
-    substituted cache fails with `where` in the message."""
+    substituted cache fails with `where` in the message. `images`: the prompt's images (images.place_images)."""
+    if images is not None:
+        options = {**options, "pixel_values": images.pixel_values, "token_type_ids": images.token_types}
     arguments = choice.arguments(model, batch_size=options.get("num_beams", 1), capacity=prompt.shape[1] + new_tokens)
     metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
     with user_calls.CachesSeen(model) as seen:
@@ -118,7 +139,7 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
                                                         where=where)
         else:
             generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
-                                             compare, where=where)
+                                             compare, where=where, images=images)
     problem = user_calls.substitution(choice, arguments, seen)
     if problem:
         metrics["outcome"] = "substituted"
