@@ -117,20 +117,23 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
     substituted cache fails with `where` in the message. `images`: the prompt's images (images.place_images)."""
     if images is not None:
         options = {**options, "pixel_values": images.pixel_values, "token_type_ids": images.token_types}
-    arguments = choice.arguments(model, batch_size=options.get("num_beams", 1), capacity=prompt.shape[1] + new_tokens)
     metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
+    arguments, output, raised = None, None, None
     with user_calls.CachesSeen(model) as seen:
-        try:
-            output, raised = adapter.generate_without_sampling(model, prompt, max_new_tokens=new_tokens,
-                                                               output_scores=True, **arguments, **options), None
+        try:  # making the user's cache object is part of the user's call
+            arguments = choice.arguments(model, batch_size=options.get("num_beams", 1),
+                                         capacity=prompt.shape[1] + new_tokens)
+            output = adapter.generate_without_sampling(model, prompt, max_new_tokens=new_tokens, output_scores=True,
+                                                       **arguments, **options)
         except Exception as error:  # noqa: BLE001 - whatever the call raises is graded
-            output, raised = None, error
+            raised = error
     metrics.update(seen.as_metrics())
     if raised is not None:
         metrics.update(outcome=strategies.grade(raised, user_calls.SUBJECTS), exception=describe(raised)[:500])
         if metrics["outcome"] == "refused clearly":
             return  # a clear refusal conforms
-        raise findings.failure(f"crashed: {where} raised {describe(raised)}", findings.CRASH, where=where,
+        stage = where if arguments is not None else f"{where}: making the user's {choice.object_class}"
+        raise findings.failure(f"crashed: {stage} raised {describe(raised)}", findings.CRASH, where=stage,
                                raised=type(raised).__name__) from raised
     with strategies.graded(metrics, subjects=user_calls.SUBJECTS):
         if "num_beams" in options:
@@ -157,12 +160,11 @@ FORWARD_CHOICES = [choice for choice in CHOICES if choice.implementation is None
 def test_forward_as_users_call_it(model, window, tokens, compare, metrics, choice):
     prompt = tokens(1, max(1, window - 2))
     steps = window + 6  # the sequence ends 2W + 4 tokens long: past the window twice
-    given = choice.arguments(model, batch_size=1, capacity=prompt.shape[1] + steps).get(adapter.CACHE_KEYWORD)
-    passed = {"cache": given}
+    passed = {}
 
     def step(token_ids, position):
         output = model(input_ids=token_ids, **{adapter.CACHE_KEYWORD: passed["cache"]}, use_cache=True)
-        if given is None:
+        if choice.object_class is None:
             passed["cache"] = output.past_key_values
         return output.logits
 
@@ -170,6 +172,8 @@ def test_forward_as_users_call_it(model, window, tokens, compare, metrics, choic
     metrics.update(choice=choice.id, strategy="forward", prompt_length=prompt.shape[1])
     try:
         with strategies.graded(metrics, subjects=user_calls.SUBJECTS):
+            passed["cache"] = choice.arguments(model, batch_size=1,
+                                               capacity=prompt.shape[1] + steps).get(adapter.CACHE_KEYWORD)
             one_token_per_call(model, step, prompt, steps, compare, label=where)
     except AssertionError:
         if metrics["outcome"] != "refused clearly":  # a clear refusal conforms
