@@ -101,7 +101,7 @@ def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, comp
 def test_multimodal_generate_as_users_call_it(multimodal_model, multimodal_window, multimodal_tokens, compare,
                                               metrics, choice):
     """The multimodal model, greedy, with every cache choice, on a prompt longer than W with two images: one
-    that has left the last window by the first new token, one inside it."""
+    that has left the last window by the first new token, one inside it (all but its begin-of-image token)."""
     window = multimodal_window
     starts, length = scenarios.images_at("two-images", window, images.image_length(multimodal_model))
     prompt, placed = images.place_images(multimodal_model, multimodal_tokens(1, length),
@@ -109,14 +109,15 @@ def test_multimodal_generate_as_users_call_it(multimodal_model, multimodal_windo
     where = (f"generate() on the multimodal model with {choice.id}, greedy, a prompt of {length} tokens with images "
              f"at {starts} (W={window})")
     call_and_grade(multimodal_model, compare, metrics, choice, "greedy", prompt, new_tokens=window + 2, options={},
-                   where=where, images=placed)
+                   where=where, prompt_images=placed)
 
 
-def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where, images=None):
+def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where,
+                   prompt_images=None):
     """Make the call as a user writes it and grade it: a clear refusal returns; a crash, a wrong result or a
-    substituted cache fails with `where` in the message. `images`: the prompt's images (images.place_images)."""
-    if images is not None:
-        options = {**options, "pixel_values": images.pixel_values, "token_type_ids": images.token_types}
+    substituted cache fails with `where` in the message. `prompt_images`: the prompt's images (place_images)."""
+    if prompt_images is not None:
+        options = {**options, "pixel_values": prompt_images.pixel_values, "token_type_ids": prompt_images.token_types}
     metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
     arguments, output, raised = None, None, None
     with user_calls.CachesSeen(model) as seen:
@@ -142,7 +143,7 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
                                                         where=where)
         else:
             generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
-                                             compare, where=where, images=images)
+                                             compare, where=where, images=prompt_images)
     problem = user_calls.substitution(choice, arguments, seen)
     if problem:
         metrics["outcome"] = "substituted"
