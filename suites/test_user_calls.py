@@ -159,14 +159,14 @@ FORWARD_CHOICES = [choice for choice in CHOICES if choice.implementation is None
 @pytest.mark.slow(except_on=IN_THE_DEFAULT_RUN)
 @pytest.mark.parametrize("choice", FORWARD_CHOICES, ids=[choice.id for choice in FORWARD_CHOICES])
 def test_forward_as_users_call_it(model, window, tokens, compare, metrics, choice):
-    prompt = tokens(1, max(1, window - 2))
+    prompt = tokens(1, PROMPT_LENGTHS["shorter-than-window"](window))
     steps = window + 6  # the sequence ends 2W + 4 tokens long: past the window twice
     passed = {}
 
     def step(token_ids, position):
         output = model(input_ids=token_ids, **{adapter.CACHE_KEYWORD: passed["cache"]}, use_cache=True)
         if choice.object_class is None:
-            passed["cache"] = output.past_key_values
+            passed["cache"] = adapter.returned_cache(output)
         return output.logits
 
     where = f"forward() one token per call with {choice.id}, no cache_position (W={window})"
