@@ -1,9 +1,14 @@
 """The user-call machinery: cache choices read from the release, and how a substituted cache is recognised."""
 
+from types import SimpleNamespace
+
+import pytest
 import torch
+import transformers
 from transformers.generation import configuration_utils
 
-from cache_conformance import adapter, user_calls
+from cache_conformance import adapter, contract, user_calls
+from cache_conformance.adapter import generation
 
 
 def test_the_choices_are_the_releases_own_list_plus_the_default_and_the_users_objects():
@@ -13,42 +18,78 @@ def test_the_choices_are_the_releases_own_list_plus_the_default_and_the_users_ob
     assert [c.id for c in choices if not c.implementation] == ["default", "object-DynamicCache", "object-StaticCache"]
     static = {c.implementation for c in choices if c.static and c.implementation}
     assert static == set(configuration_utils.ALL_STATIC_CACHE_IMPLEMENTATIONS)
+    assert {c.object_class: c.static for c in choices if c.object_class} == {"DynamicCache": False,
+                                                                             "StaticCache": True}
 
 
-def test_the_prompt_repeats_its_block():
-    prompt = user_calls.repeating_prompt(lambda batch, length: torch.arange(length)[None] + 5, 7, 3)
-    assert prompt.tolist() == [[5, 6, 7, 5, 6, 7, 5]]
+class MadeUpCache(transformers.DynamicCache):
+    """A public cache class a future release might add: it takes a capacity, the batch size and a dtype."""
+
+    def __init__(self, config, max_batch_size: int, max_cache_len: int, dtype=None):
+        super().__init__()
+        self.made_with = {"config": config, "max_batch_size": max_batch_size, "max_cache_len": max_cache_len,
+                          "dtype": dtype}
 
 
-def seen_with(sizes, objects):
-    seen = user_calls.CachesSeen(model=None)
-    seen.sizes, seen.objects = sizes, objects
-    return seen
+def test_a_public_cache_class_the_release_adds_becomes_a_users_object_and_an_excluded_one_does_not(monkeypatch):
+    monkeypatch.setattr(transformers, "MadeUpCache", MadeUpCache, raising=False)
+    monkeypatch.setattr(transformers, "SinkCache", MadeUpCache, raising=False)  # excluded, whatever it is
+    assert generation.user_cache_classes() == ("DynamicCache", "MadeUpCache", "StaticCache")
+    assert generation.takes_a_capacity("MadeUpCache") and not generation.takes_a_capacity("DynamicCache")
 
 
-STATIC = user_calls.CacheChoice("implementation-static", implementation="static", static=True)
-DYNAMIC = user_calls.CacheChoice("implementation-dynamic", implementation="dynamic")
+def test_a_preallocated_users_object_gets_what_its_constructor_names_and_a_growing_one_nothing(monkeypatch):
+    monkeypatch.setattr(transformers, "MadeUpCache", MadeUpCache, raising=False)
+    model = SimpleNamespace(config="the config", device=torch.device("cpu"), dtype=torch.bfloat16)
+    made = generation.user_cache_object(model, "MadeUpCache", batch_size=2, capacity=9)
+    assert made.made_with == {"config": "the config", "max_batch_size": 2, "max_cache_len": 9,
+                              "dtype": torch.bfloat16}
+    assert type(generation.user_cache_object(model, "DynamicCache", batch_size=2, capacity=9)) is transformers.DynamicCache
 
 
-def test_a_static_request_served_by_a_cache_that_grows_is_substituted():
-    growing = seen_with([[9, 9], [10, 10], [11, 11]], [object()])
-    assert "changed size between forward calls (2 layers; layer 0: [9, 10, 11]" in user_calls.substitution(
-        STATIC, {}, growing)
-    assert user_calls.substitution(DYNAMIC, {}, growing) is None  # a dynamic request may grow
+class ForwardingCache(MadeUpCache):
+    """A constructor that only forwards (4.54-4.55's StaticCache(*args, **kwargs)) takes its base's parameters."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
 
 
-def test_a_preallocated_cache_is_not_substituted_even_if_allocated_at_the_first_call():
-    lazily_allocated = seen_with([[0, 0], [32, 8], [32, 8]], [object()])
-    assert user_calls.substitution(STATIC, {}, lazily_allocated) is None
+def test_a_constructor_that_only_forwards_takes_its_base_classes_parameters(monkeypatch):
+    monkeypatch.setattr(transformers, "ForwardingCache", ForwardingCache, raising=False)
+    assert list(generation.constructor_parameters("ForwardingCache")) == ["config", "max_batch_size", "max_cache_len",
+                                                                          "dtype"]
+    assert generation.takes_a_capacity("ForwardingCache")
 
 
-def test_a_users_object_the_model_never_got_is_substituted():
-    given, other = object(), object()
-    choice = user_calls.CacheChoice("object-DynamicCache", object_class="DynamicCache")
-    problem = user_calls.substitution(choice, {adapter.CACHE_KEYWORD: given}, seen_with([[3]], [other]))
-    assert problem.startswith("the user's DynamicCache was passed as")
-    assert user_calls.substitution(choice, {adapter.CACHE_KEYWORD: given}, seen_with([[3]], [given])) is None
+def test_the_contract_records_what_the_release_offers_under_each_member():
+    assert contract.member("MadeUpCache", "crop")["signature"] is None  # no such class
+    assert contract.member("DynamicCache", "crop")["signature"] == contract.parameters(transformers.DynamicCache.crop)
+    assert contract.member("DynamicCache", "no_such_member")["signature"] is None
+    offered = contract.member("Gemma3ForCausalLM", "forward", parameter="input_ids")
+    assert offered["member"] == "forward(input_ids=)" and offered["signature"] == "(input_ids)"
+    assert contract.member("Gemma3ForCausalLM", "forward", parameter="no_such_parameter")["signature"] is None
+    assert contract.parameters(lambda self, max_length: None) == "(max_length)"
 
 
-def test_a_call_that_never_reached_the_model_is_not_judged_for_substitution():
-    assert user_calls.substitution(STATIC, {}, seen_with([], [])) is None
+def refused_by_transformers():
+    transformers.GenerationConfig(cache_implementation="no-such-cache").validate(strict=True)
+
+
+def crashed_in_our_code():
+    raise IndexError("index -9 is out of bounds")
+
+
+@pytest.mark.parametrize("call, conforms", [(refused_by_transformers, True), (crashed_in_our_code, False)])
+def test_graded_lets_a_clear_refusal_through_and_fails_anything_else(call, conforms):
+    metrics = {}
+
+    def graded_call():
+        with user_calls.graded(metrics):
+            call()
+
+    if conforms:
+        graded_call()
+        assert metrics["outcome"] == "refused clearly"
+    else:
+        with pytest.raises(AssertionError, match="crashed: builtins.IndexError"):
+            graded_call()

@@ -9,6 +9,7 @@ these functions call each strategy the same way on every release and let it rais
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 
 import torch
@@ -56,6 +57,12 @@ def crop(cache, tokens: int) -> None:
     cache.crop(-tokens)
 
 
+def capacity_query_name(cache_class: str) -> str:
+    """The name under which the release answers a user who asks a cache of `cache_class` its maximum length:
+    get_max_cache_shape() to 5.12, get_max_length() from 5.13; "no maximum" is None before 4.56 and -1 after."""
+    return "get_max_length" if hasattr(getattr(transformers, cache_class), "get_max_length") else "get_max_cache_shape"
+
+
 def croppable_cache_classes() -> list[type]:
     """The cache classes whose crop() assisted decoding and the suite call (what a rollback fault patches)."""
     return [cls for cls in (transformers.DynamicCache, static_cache_class()) if hasattr(cls, "crop")]
@@ -89,20 +96,60 @@ def static_cache_implementations() -> tuple[str, ...]:
     return tuple(dict.fromkeys(listed))
 
 
-USER_CACHE_CLASSES = ("DynamicCache", "StaticCache")
-STATIC_CACHE_CONFIG_ONLY = Version("5.0")  # StaticCache(config, max_cache_len): no batch size, device or dtype
+# Public cache classes a decoder-only user does not pass to generate() as a plain cache object, with the reason.
+NOT_A_USERS_DECODER_CACHE = {
+    "Cache": "the abstract base class",
+    "EncoderDecoderCache": "a pair of caches for encoder-decoder models",
+    "SinkCache": "evicts middle tokens by design, so its outputs are not recomputation's (removed in 4.53)",
+    "QuantizedCache": "needs an optional quantization backend: the quantized-cache suite",
+    "QuantoQuantizedCache": "needs optimum-quanto: the quantized-cache suite",
+    "HQQQuantizedCache": "needs hqq: the quantized-cache suite",
+}
+# What a user hands a cache constructor, under each name a release's constructors use for it.
+CONSTRUCTOR_ARGUMENTS = ("config", "max_cache_len", "max_batch_size", "batch_size", "device", "dtype")
+
+
+def user_cache_classes() -> tuple[str, ...]:
+    """The public cache classes of the installed release (what `transformers` exports that subclasses its Cache),
+    less those in NOT_A_USERS_DECODER_CACHE, in name order."""
+    names = [name for name in dir(transformers) if name.endswith("Cache") and name not in NOT_A_USERS_DECODER_CACHE]
+    return tuple(name for name in sorted(names)
+                 if inspect.isclass(cls := getattr(transformers, name)) and issubclass(cls, transformers.Cache))
+
+
+def constructor_parameters(class_name: str) -> dict[str, inspect.Parameter]:
+    """The parameters the class's constructor takes by name. A constructor that only forwards (*args, **kwargs, and
+    at most `config` of its own: 4.54-4.55's StaticCache) takes its base class's too."""
+    taken = {}
+    for cls in getattr(transformers, class_name).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        own = {name: parameter for name, parameter in inspect.signature(cls.__init__).parameters.items()
+               if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
+        taken = {**own, **taken}
+        if not (set(own) <= {"config"} and "kwargs" in inspect.signature(cls.__init__).parameters):
+            return taken
+    return taken
+
+
+def takes_a_capacity(class_name: str) -> bool:
+    """Whether the class's constructor asks the user for a capacity (max_cache_len): a preallocated kind."""
+    return "max_cache_len" in constructor_parameters(class_name)
 
 
 def user_cache_object(model, class_name: str, *, batch_size: int, capacity: int):
-    """A cache object made as a user makes one for `model` with the release's constructor: DynamicCache() with no
-    arguments; StaticCache for `batch_size` rows of `capacity` tokens (before 5.0 it also took the batch size,
-    device and dtype), allocated when the model first writes to it where the release defers that."""
-    if class_name == "DynamicCache":
-        return transformers.DynamicCache()
-    if INSTALLED >= STATIC_CACHE_CONFIG_ONLY:
-        return transformers.StaticCache(config=model.config, max_cache_len=capacity)
-    return transformers.StaticCache(config=model.config, max_batch_size=batch_size, max_cache_len=capacity,
-                                    device=model.device, dtype=model.dtype)
+    """A cache object made as a user makes one for `model`. A growing kind takes no arguments (DynamicCache(),
+    OffloadedCache()); a preallocated kind gets what its constructor names of: the model's config, the capacity,
+    the batch size (under the release's name for it), the device and the dtype (so StaticCache(config,
+    max_cache_len) from 4.56, with the batch size, device and dtype before that)."""
+    if not takes_a_capacity(class_name):
+        return getattr(transformers, class_name)()
+    parameters = constructor_parameters(class_name)
+    offered = {"config": model.config, "max_cache_len": capacity, "device": model.device, "dtype": model.dtype,
+               "max_batch_size": batch_size,
+               "batch_size": None if "max_batch_size" in parameters else batch_size}  # 4.50: both, one deprecated
+    return getattr(transformers, class_name)(**{name: offered[name] for name in CONSTRUCTOR_ARGUMENTS
+                                                if name in parameters and offered[name] is not None})
 
 
 def continuous_batching_problem(model) -> str | None:
