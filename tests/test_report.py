@@ -265,3 +265,31 @@ def test_verdicts_carried_to_a_release_not_adopted_are_marked_in_the_cell_the_de
     assert expected[page.target_id(record["params"])] == "fail (carried from 5.24.0, release not adopted)"
     html = page.render([run], [])
     assert 'title="provisional: carried from 5.24.0, release not adopted">*</span>' in html
+
+
+def test_the_api_surface_tables_each_member_per_release_and_frames_a_change(tmp_path):
+    def results(version: str, crop: str | None) -> dict:
+        records = [{"id": f"suites/test_cache_contract.py::test_{name}[float32-cpu-eager-StaticCache]",
+                    "outcome": "passed", "check": f"suites/test_cache_contract.py::test_{name}",
+                    "suite": "cache_contract", "params": {"dtype": "float32", "device": "cpu", "attn": "eager"},
+                    "metrics": {"api": {"owner": "StaticCache", "member": name, "signature": signature}}}
+                   for name, signature in (("crop", crop), ("reset", "()"))]
+        return {"format": 1, "run_info": {"transformers": version}, "tests": records}
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for version, crop in (("4.50.3", None), ("5.0.0", "(max_length)"), ("5.25.0", "(tokens_to_remove)")):
+        (folder / f"transformers-{version}.json").write_text(json.dumps(results(version, crop)))
+    loaded, errors = load_results(folder)
+    assert errors == []
+    surface = page.api_surface([page.column(n, run) for n, run in enumerate(loaded)])
+    assert surface["releases"] == ["4.50.3", "5.0.0", "5.25.0"]
+    assert surface["rows"] == [
+        {"member": "StaticCache.crop", "cells": [{"signature": None, "changed": False},
+                                                 {"signature": "(max_length)", "changed": True},
+                                                 {"signature": "(tokens_to_remove)", "changed": True}]},
+        {"member": "StaticCache.reset", "cells": [{"signature": "()", "changed": False}] * 3},
+    ]
+    assert main(["--results", str(folder), "--output", str(tmp_path / "site")]) == 0
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert '<td class="changed"><code>(tokens_to_remove)</code></td>' in html

@@ -71,6 +71,7 @@ def context(runs: list[Run], errors: list[str]) -> dict:
         "memory": memory_charts(columns),
         "drift": drift(columns),
         "deprecations": deprecations(columns),
+        "api_surface": api_surface(columns),
         "selftests": [col for col in columns if col["run"].selftest],
         "header": header(columns),
         "errors": errors,
@@ -307,6 +308,30 @@ def deprecations(columns: list[dict]) -> dict:
                 for (kind, message, removal), calls in sorted(announced.items(), key=lambda item: item[0][1])
             ]})
     return {"announced": found, "quiet": quiet}
+
+
+def api_surface(columns: list[dict]) -> dict:
+    """What each release offers under each member of the cache contract a user calls (metrics.api of the
+    cache-contract suite): {"releases": [...], "rows": [{"member": "StaticCache.crop", "cells": [{"signature":
+    "(max_length)" or None where the release lacks it or "" where it was not recorded, "changed": differs from
+    the release before}]}]}."""
+    releases = [col for col in columns if not col["run"].crashed]
+    offered: dict[str, dict[int, str | None]] = defaultdict(dict)
+    for n, col in enumerate(releases):
+        for record in col["run"].tests.values():
+            api = (record.get("metrics") or {}).get("api")
+            if isinstance(api, dict) and isinstance(api.get("owner"), str) and isinstance(api.get("member"), str):
+                offered[f"{api['owner']}.{api['member']}"][n] = api.get("signature")
+    rows = []
+    for member in sorted(offered):
+        cells, before = [], ""
+        for n in range(len(releases)):
+            signature = offered[member].get(n, "")
+            cells.append({"signature": signature, "changed": n > 0 and "" not in (before, signature)
+                          and signature != before})
+            before = signature if signature != "" else before
+        rows.append({"member": member, "cells": cells})
+    return {"releases": [col["release"] for col in releases], "rows": rows}
 
 
 def header(columns: list[dict]) -> dict:

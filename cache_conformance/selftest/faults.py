@@ -303,6 +303,21 @@ def _reorder_one_step_late(reorder_cache):
     return patched
 
 
+def _reorder_skips_sliding_layers(reorder_cache):
+    """reorder_cache reorders the full-attention layers only: each sliding layer keeps its rows where they were."""
+
+    @functools.wraps(reorder_cache)
+    def patched(self, beam_idx, *args, **kwargs):
+        sliding = [layer for layer in range(adapter.layer_count(self)) if adapter.layer_is_sliding(self, layer)]
+        kept = {layer: [tensor.clone() for tensor in adapter.layer_storage(self, layer)] for layer in sliding}
+        result = reorder_cache(self, beam_idx, *args, **kwargs)
+        for layer, (keys, values) in kept.items():
+            adapter.replace_layer_storage(self, layer, keys, values)
+        return result
+
+    return patched
+
+
 def _storage_reallocated_each_step(update):
     """After each update the layer's keys and values live in fresh copies: same contents, new storage."""
 
@@ -476,6 +491,12 @@ CATALOGUE = {
             "crop() removes one position more than asked, only when the rolled-back drafts straddle the sliding "
             "window's edge (the cache held at least W positions and keeps fewer)",
             _method_replaced(generation.croppable_cache_classes, "crop", _crop_one_too_many_across_the_window_edge),
+        ),
+        Fault(
+            "reorder-skips-sliding-layers-of-one-class",
+            "the static cache class's reorder_cache (beam search's, and a user's call) leaves the sliding layers' rows "
+            "where they were; every other class reorders every layer",
+            _method_replaced(lambda: [generation.static_cache_class()], "reorder_cache", _reorder_skips_sliding_layers),
         ),
         Fault(
             "static-request-served-by-a-growing-cache",

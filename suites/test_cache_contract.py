@@ -1,0 +1,139 @@
+"""The cache object's public contract, release by release: what a user's cache of each public class (the release's
+own list, adapter.generation.user_cache_classes) answers and does when its methods are called as a user calls them:
+get_seq_length(), the capacity query, reset(), crop(), reorder_cache(), and the cache_position a forward() call is
+given. The adapter spells a name a release changed (the capacity query), nothing else. The cache is filled, and
+the token after a call fed, the harness's way (adapter.forward, which gives cache_position before 5.4), so that each
+check isolates one member; forward() without cache_position is the user-call suite's check.
+
+Each check is graded like the user-call suite: correct, refused clearly (an exception that says what is refused:
+it conforms), crashed or wrong. A method a class does not offer on a release is a skip that says so. Every record
+carries the member it called and its signature on the release (metrics.api): the report's API-surface table.
+"""
+
+import pytest
+import torch
+
+from cache_conformance import adapter, contract, findings, user_calls
+from cache_conformance.adapter import generation
+from cache_conformance.decoding import prefill_and_decode, recompute
+
+CLASSES = generation.user_cache_classes()
+DECODED = 2  # tokens decoded after the prompt, before a method is called
+ROOM = 4  # positions of capacity left after them
+pytestmark = [pytest.mark.slow(except_on="float32-cpu-eager"), pytest.mark.parametrize("cache_class", CLASSES)]
+
+
+def prompt_length(window: int) -> int:
+    return window + 3  # past the window: the sliding layers have evicted
+
+
+def filled(model, tokens, compare, cache_class, *, batch: int = 1, label: str):
+    """A user's cache object of `cache_class`, its prompt (longer than W) prefilled and DECODED tokens decoded, each
+    step compared with recomputation; returns (cache, sequence)."""
+    window = adapter.window(model.config)
+    prompt = tokens(batch, prompt_length(window))
+    cache = generation.user_cache_object(model, cache_class, batch_size=batch,
+                                         capacity=prompt.shape[1] + DECODED + ROOM)
+    return cache, prefill_and_decode(model, cache, prompt, DECODED, compare, label=label)
+
+
+def offered_or_skip(metrics, cache_class: str, member: str) -> None:
+    metrics["api"] = contract.member(cache_class, member)
+    if metrics["api"]["signature"] is None:
+        pytest.skip(f"{cache_class} offers no {member} on transformers {adapter.INSTALLED}")
+
+
+def test_get_seq_length_counts_the_tokens_written(model, tokens, compare, metrics, cache_class):
+    offered_or_skip(metrics, cache_class, "get_seq_length")
+    with user_calls.graded(metrics):
+        cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
+        reported = adapter.seq_length(cache)
+        if reported != sequence.shape[1]:
+            raise findings.failure(
+                f"{cache_class}.get_seq_length() returned {reported} after {sequence.shape[1]} tokens were written "
+                f"(a prompt of {prompt_length(adapter.window(model.config))} and {DECODED} decoded)",
+                contract.EVIDENCE, member="get_seq_length", difference=abs(reported - sequence.shape[1]), limit=0)
+
+
+def test_capacity_query_reports_the_capacity_given(model, tokens, compare, metrics, cache_class):
+    """A class the user gives a capacity (max_cache_len) reports it, and its full-attention layers hold that many
+    positions; a growing class reports no maximum."""
+    member = generation.capacity_query_name(cache_class)
+    offered_or_skip(metrics, cache_class, member)
+    with user_calls.graded(metrics):
+        cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
+        given = sequence.shape[1] + ROOM if generation.takes_a_capacity(cache_class) else None
+        reported = getattr(cache, member)()
+        reported = None if reported in (None, -1) else int(reported)
+        held = adapter.capacity(cache) if given is not None else None
+        metrics.update(capacity_given=given, capacity_reported=reported, capacity_held=held)
+        if reported != given or held != given:
+            raise findings.failure(
+                f"{cache_class}.{member}() returned {reported} (no maximum: None) and its full-attention layers hold "
+                f"{held} positions; the user gave {given}", contract.EVIDENCE, member=member,
+                difference=abs((reported or 0) - (given or 0)), limit=0)
+
+
+def test_reset_leaves_a_cache_that_decodes_like_a_new_one(model, tokens, compare, metrics, cache_class):
+    offered_or_skip(metrics, cache_class, "reset")
+    with user_calls.graded(metrics):
+        cache, _ = filled(model, tokens, compare, cache_class, label=f"{cache_class} before reset()")
+        adapter.reset(cache)
+        if adapter.seq_length(cache) != 0:
+            raise findings.failure(f"{cache_class}.get_seq_length() returned {adapter.seq_length(cache)} after reset()",
+                                   contract.EVIDENCE, member="reset", difference=adapter.seq_length(cache), limit=0)
+        prompt = tokens(1, prompt_length(adapter.window(model.config))).flip(1)  # another prompt
+        prefill_and_decode(model, cache, prompt, DECODED, compare, label=f"{cache_class} after reset()")
+
+
+CROPS = {"one-token": lambda window: 1, "past-the-window-edge": lambda window: window + 1}
+
+
+@pytest.mark.parametrize("crop", CROPS)
+def test_crop_rolls_back_or_refuses_clearly(model, tokens, compare, metrics, cache_class, crop):
+    """crop(-k) (remove k tokens, the spelling every release with crop() takes) and then decoding on: the logits
+    are those of recomputing the shorter sequence, or crop refuses clearly. Past the window's edge the sliding
+    layers would need positions they have evicted."""
+    offered_or_skip(metrics, cache_class, "crop")
+    removed = CROPS[crop](adapter.window(model.config))
+    with user_calls.graded(metrics):
+        cache, sequence = filled(model, tokens, compare, cache_class, label=f"{cache_class} before crop()")
+        generation.crop(cache, removed)
+        kept = sequence[:, : sequence.shape[1] - removed]
+        following = tokens(1, 1).flip(1)  # one token: several at once past W is the chunks' property
+        where = f"{cache_class}: decoding after crop(-{removed}) of {sequence.shape[1]} tokens"
+        logits = adapter.forward(model, following, cache=cache, start=kept.shape[1])
+        reference = recompute(model, torch.cat([kept, following], dim=1))[:, kept.shape[1]:]
+        compare.logits_close(logits, reference, where=where, positions=[kept.shape[1]])
+
+
+def test_reorder_cache_moves_every_layer_with_its_row(model, tokens, compare, metrics, cache_class):
+    """Two prompts in a batch, the rows swapped by reorder_cache(beam_idx) as beam search calls it: the next token's
+    logits are those of recomputing each swapped row, on the sliding layers as on the full ones."""
+    offered_or_skip(metrics, cache_class, "reorder_cache")
+    with user_calls.graded(metrics):
+        cache, sequence = filled(model, tokens, compare, cache_class, batch=2, label=f"{cache_class} before reorder")
+        order = torch.tensor([1, 0], device=sequence.device)
+        cache.reorder_cache(order)
+        following = tokens(2, 1)
+        where = f"{cache_class}: the token after reorder_cache({order.tolist()})"
+        logits = adapter.forward(model, following, cache=cache, start=sequence.shape[1])
+        reference = recompute(model, torch.cat([sequence[order], following], dim=1))[:, -1:]
+        compare.logits_close(logits, reference, where=where, positions=[sequence.shape[1]])
+
+
+def test_cache_position_given_as_documented_decodes_correctly(model, tokens, compare, metrics, cache_class):
+    """forward() given cache_position (the positions of the tokens fed in the sequence, as the releases up to 5.3
+    document it) decodes like recomputation, or the release refuses it clearly."""
+    metrics["api"] = contract.member(type(model).__name__, "forward", parameter="cache_position")
+    with user_calls.graded(metrics, (*user_calls.SUBJECTS, "cache_position")):
+        cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
+        following = tokens(1, 1).flip(1)  # one token: several at once past W is the chunks' property
+        start = sequence.shape[1]
+        positions = torch.arange(start, start + following.shape[1], device=following.device)
+        with torch.no_grad():
+            output = model(input_ids=following, **{adapter.CACHE_KEYWORD: cache}, cache_position=positions,
+                           use_cache=True)
+        reference = recompute(model, torch.cat([sequence, following], dim=1))[:, start:]
+        compare.logits_close(output.logits, reference, positions=positions.tolist(),
+                             where=f"{cache_class}: forward() with cache_position={positions.tolist()}")
