@@ -7,7 +7,7 @@ import torch
 import transformers
 from transformers.generation import configuration_utils
 
-from cache_conformance import adapter, contract, user_calls
+from cache_conformance import contract, user_calls
 from cache_conformance.adapter import generation
 
 
