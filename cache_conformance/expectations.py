@@ -23,8 +23,10 @@ A listed test counts as the expected failure only when its call ends with that e
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,10 +112,22 @@ class ExpectationsFile:
             return Applied(entry, self.adopted)
         return None
 
+    @functools.cached_property
+    def _positions_by_function(self) -> dict[str | None, list[int]]:
+        """Each entry's position under the "file::function" its patterns name (None: a `*` before the parameters),
+        so that judging a test tries the few entries that can match it, not all of them."""
+        index = defaultdict(list)
+        for position, entry in enumerate(self.entries):
+            for function in {_function(pattern) for pattern in entry.tests}:
+                index[None if "*" in function else function].append(position)
+        return index
+
     def find(self, nodeid: str, version: Version) -> Applied | None:
         """The entry that judges this test on this release: the first whose range includes it, else the first
         carried forward to it."""
-        reached = [self.reaches(entry, version) for entry in self.entries
+        index = self._positions_by_function
+        candidates = [self.entries[i] for i in sorted({*index.get(_function(nodeid), ()), *index.get(None, ())})]
+        reached = [self.reaches(entry, version) for entry in candidates
                    if any(matches(p, nodeid) for p in entry.tests)]
         reached = [applied for applied in reached if applied is not None]
         return next((a for a in reached if not a.carried_from), None) or next(iter(reached), None)
@@ -141,6 +155,11 @@ def names_function(pattern: str, functions: set[str]) -> bool:
     return any(matches(pattern.partition("[")[0], function) for function in functions)
 
 
+def _function(nodeid_or_pattern: str) -> str:
+    return nodeid_or_pattern.partition("[")[0]
+
+
+@functools.cache  # re's own cache holds 512 patterns; the file has more
 def _pattern(text: str) -> re.Pattern:
     """Only `*` is special, so the brackets of parametrized node ids need no escaping (unlike fnmatch)."""
     return re.compile(".*".join(re.escape(part) for part in text.split("*")))
