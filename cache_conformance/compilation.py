@@ -2,6 +2,8 @@
 
 Dynamo's counters are process-wide, so a check starts from `fresh_compilation()` (no compiled code left from an
 earlier test, whose guards would count against the recompile limit) and reads differences of `counts()`.
+torch._dynamo is imported by the functions that use it: importing it costs about 1.7 s, which a run that selects no
+compiled check (`pytest -k overflow`) must not pay at collection.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ import re
 from dataclasses import dataclass
 
 import torch
-import torch._dynamo
-from torch._dynamo.utils import counters
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,16 @@ class Counts:
 
 
 def counts() -> Counts:
+    from torch._dynamo.utils import counters
+
     # counters["frames"] is not counted on every path (not for fullgraph=True in torch 2.13); unique_graphs is.
     return Counts(counters["stats"]["unique_graphs"], dict(counters["graph_break"]))
 
 
 def reset() -> None:
     """Forget everything compiled so far (and the counters)."""
+    import torch._dynamo
+
     torch._dynamo.reset()
 
 
@@ -49,11 +53,15 @@ def fresh_compilation(model, *, backend: str, fullgraph: bool, dynamic: bool | N
 def recompilation_raises():
     """Within this block a recompilation raises torch's RecompileError, whose message gives the guard that failed
     (e.g. `...cumulative_length_int == 9`) instead of compiling again."""
+    import torch._dynamo
+
     with torch._dynamo.config.patch(error_on_recompile=True):
         yield
 
 
 def is_recompile_error(error: BaseException | None) -> bool:
+    import torch._dynamo
+
     return isinstance(error, torch._dynamo.exc.RecompileError)
 
 

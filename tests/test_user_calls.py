@@ -32,8 +32,10 @@ class MadeUpCache(transformers.DynamicCache):
 
 
 def test_a_public_cache_class_the_release_adds_becomes_a_users_object_and_an_excluded_one_does_not(monkeypatch):
-    monkeypatch.setattr(transformers, "MadeUpCache", MadeUpCache, raising=False)
-    monkeypatch.setattr(transformers, "SinkCache", MadeUpCache, raising=False)  # excluded, whatever it is
+    for module in (transformers, transformers.cache_utils):  # defined in cache_utils, exported by transformers
+        monkeypatch.setattr(module, "MadeUpCache", MadeUpCache, raising=False)
+        monkeypatch.setattr(module, "SinkCache", MadeUpCache, raising=False)  # excluded, whatever it is
+    monkeypatch.setattr(transformers.cache_utils, "InternalCache", MadeUpCache, raising=False)  # not exported
     assert generation.user_cache_classes() == ("DynamicCache", "MadeUpCache", "StaticCache")
     assert generation.takes_a_capacity("MadeUpCache") and not generation.takes_a_capacity("DynamicCache")
 

@@ -110,11 +110,15 @@ CONSTRUCTOR_ARGUMENTS = ("config", "max_cache_len", "max_batch_size", "batch_siz
 
 
 def user_cache_classes() -> tuple[str, ...]:
-    """The public cache classes of the installed release (what `transformers` exports that subclasses its Cache),
-    less those in NOT_A_USERS_DECODER_CACHE, in name order."""
-    names = [name for name in dir(transformers) if name.endswith("Cache") and name not in NOT_A_USERS_DECODER_CACHE]
-    return tuple(name for name in sorted(names)
-                 if inspect.isclass(cls := getattr(transformers, name)) and issubclass(cls, transformers.Cache))
+    """The public cache classes of the installed release (the classes of transformers.cache_utils that subclass
+    its Cache and `transformers` exports), less those in NOT_A_USERS_DECODER_CACHE, in name order. Read from
+    cache_utils: asking `transformers` for every name ending in "Cache" imports dozens of models' code."""
+    from transformers import cache_utils
+
+    exported = set(dir(transformers))
+    return tuple(name for name in sorted(vars(cache_utils))
+                 if name in exported and name not in NOT_A_USERS_DECODER_CACHE
+                 and inspect.isclass(cls := vars(cache_utils)[name]) and issubclass(cls, cache_utils.Cache))
 
 
 def constructor_parameters(class_name: str) -> dict[str, inspect.Parameter]:
