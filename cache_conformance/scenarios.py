@@ -69,6 +69,24 @@ def crop(when: str, window: int) -> Crop:
     return Crop(held, min(REJECTED_DRAFTS, held - 1), (2, *[1] * window))
 
 
+# ---- the cache contract: a user's cache past the window, then one of its members called ----
+
+CONTRACT_DECODED = 2  # tokens decoded after the prompt, before a member is called
+CONTRACT_CROPS = ("one-token", "past-the-window-edge")
+
+
+def contract_prompt(window: int) -> int:
+    """The prompt filled into a user's cache before a member is called: longer than the window (W + 3), so the
+    sliding layers have evicted."""
+    return window + 3
+
+
+def contract_crop(which: str, window: int) -> int:
+    """Tokens crop() removes from a cache holding contract_prompt(W) + CONTRACT_DECODED: one (a sliding layer of W
+    slots still holds every position the next token attends to), or W + 1 (past the window's edge: none of them)."""
+    return 1 if which == "one-token" else window + 1
+
+
 # ---- the sliding-window suite ----
 
 

@@ -13,25 +13,21 @@ carries the member it called and its signature on the release (metrics.api): the
 import pytest
 import torch
 
-from cache_conformance import adapter, contract, findings, user_calls
+from cache_conformance import adapter, contract, findings, scenarios, user_calls
 from cache_conformance.adapter import generation
 from cache_conformance.decoding import prefill_and_decode, recompute
 
 CLASSES = generation.user_cache_classes()
-DECODED = 2  # tokens decoded after the prompt, before a method is called
+DECODED = scenarios.CONTRACT_DECODED
 ROOM = 4  # positions of capacity left after them
 pytestmark = [pytest.mark.slow(except_on="float32-cpu-eager"), pytest.mark.parametrize("cache_class", CLASSES)]
-
-
-def prompt_length(window: int) -> int:
-    return window + 3  # past the window: the sliding layers have evicted
 
 
 def filled(model, tokens, compare, cache_class, *, batch: int = 1, label: str):
     """A user's cache object of `cache_class`, its prompt (longer than W) prefilled and DECODED tokens decoded, each
     step compared with recomputation; returns (cache, sequence)."""
     window = adapter.window(model.config)
-    prompt = tokens(batch, prompt_length(window))
+    prompt = tokens(batch, scenarios.contract_prompt(window))
     cache = generation.user_cache_object(model, cache_class, batch_size=batch,
                                          capacity=prompt.shape[1] + DECODED + ROOM)
     return cache, prefill_and_decode(model, cache, prompt, DECODED, compare, label=label)
@@ -51,7 +47,7 @@ def test_get_seq_length_counts_the_tokens_written(model, tokens, compare, metric
         if reported != sequence.shape[1]:
             raise findings.failure(
                 f"{cache_class}.get_seq_length() returned {reported} after {sequence.shape[1]} tokens were written "
-                f"(a prompt of {prompt_length(adapter.window(model.config))} and {DECODED} decoded)",
+                f"(a prompt of {scenarios.contract_prompt(adapter.window(model.config))} and {DECODED} decoded)",
                 contract.EVIDENCE, member="get_seq_length", difference=abs(reported - sequence.shape[1]), limit=0)
 
 
@@ -82,20 +78,17 @@ def test_reset_leaves_a_cache_that_decodes_like_a_new_one(model, tokens, compare
         if adapter.seq_length(cache) != 0:
             raise findings.failure(f"{cache_class}.get_seq_length() returned {adapter.seq_length(cache)} after reset()",
                                    contract.EVIDENCE, member="reset", difference=adapter.seq_length(cache), limit=0)
-        prompt = tokens(1, prompt_length(adapter.window(model.config))).flip(1)  # another prompt
+        prompt = tokens(1, scenarios.contract_prompt(adapter.window(model.config))).flip(1)  # another prompt
         prefill_and_decode(model, cache, prompt, DECODED, compare, label=f"{cache_class} after reset()")
 
 
-CROPS = {"one-token": lambda window: 1, "past-the-window-edge": lambda window: window + 1}
-
-
-@pytest.mark.parametrize("crop", CROPS)
+@pytest.mark.parametrize("crop", scenarios.CONTRACT_CROPS)
 def test_crop_rolls_back_or_refuses_clearly(model, tokens, compare, metrics, cache_class, crop):
     """crop(-k) (remove k tokens, the spelling every release with crop() takes) and then decoding on: the logits
     are those of recomputing the shorter sequence, or crop refuses clearly. Past the window's edge the sliding
     layers would need positions they have evicted."""
     offered_or_skip(metrics, cache_class, "crop")
-    removed = CROPS[crop](adapter.window(model.config))
+    removed = scenarios.contract_crop(crop, adapter.window(model.config))
     with user_calls.graded(metrics):
         cache, sequence = filled(model, tokens, compare, cache_class, label=f"{cache_class} before crop()")
         generation.crop(cache, removed)

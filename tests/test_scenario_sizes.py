@@ -54,6 +54,22 @@ def test_a_crop_removes_some_of_what_the_cache_holds_before_or_after_the_window_
 
 
 @by_window
+@pytest.mark.parametrize("which", scenarios.CONTRACT_CROPS)
+def test_the_contracts_crop_keeps_a_token_and_sits_where_it_is_named(window, which):
+    held = scenarios.contract_prompt(window) + scenarios.CONTRACT_DECODED
+    assert scenarios.contract_prompt(window) > window  # the sliding layers have evicted before any member is called
+    removed = scenarios.contract_crop(which, window)
+    kept = held - removed
+    assert 1 <= removed < held and kept >= 1
+    needed = range(max(0, kept - (window - 1)), kept)  # what the next token attends to besides itself
+    slots = range(held - window, held)  # what a sliding layer of W slots holds when crop() is called
+    if which == "one-token":
+        assert set(needed) <= set(slots)
+    else:
+        assert not set(needed) & set(slots)
+
+
+@by_window
 def test_a_cache_reused_after_reset_holds_either_sequence(window):
     reset = scenarios.after_reset(window)
     assert min(reset.first) >= 1 and min(reset.second) >= 1
