@@ -11,7 +11,8 @@ Each call is graded one of five ways: the four of `strategies.graded` (correct, 
 and substituted: the output is right, but the cache that ran is not the one asked for. A user's cache object that
 generate() did not use (the model's forward calls got another object), or a static kind (one the release lists as
 static, or an object of a class the user gives a capacity, max_cache_len) whose layers changed size between forward
-calls: a growing cache in place of a preallocated one. The cache that ran (its class, each layer's sizes) goes into the record either way.
+calls: a growing cache in place of a preallocated one. The cache that ran (its class, each layer's sizes) goes into
+the record either way.
 """
 
 from __future__ import annotations
