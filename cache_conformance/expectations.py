@@ -152,7 +152,7 @@ def matches(pattern: str, nodeid: str) -> bool:
 
 def names_function(pattern: str, functions: set[str]) -> bool:
     """Whether a pattern's part before the parameters ("file::function") matches one of `functions`."""
-    return any(matches(pattern.partition("[")[0], function) for function in functions)
+    return any(matches(_function(pattern), function) for function in functions)
 
 
 def _function(nodeid_or_pattern: str) -> str:

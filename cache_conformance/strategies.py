@@ -76,6 +76,18 @@ def graded(metrics: dict, *, subjects: tuple[str, ...]):
     metrics["outcome"] = "correct"
 
 
+@contextlib.contextmanager
+def graded_where_a_clear_refusal_conforms(metrics: dict, *, subjects: tuple[str, ...]):
+    """`graded`, for a check whose promise is "correct or refused clearly": a clear refusal is recorded and the
+    block's failure swallowed; any other failure is re-raised."""
+    try:
+        with graded(metrics, subjects=subjects):
+            yield
+    except AssertionError:
+        if metrics.get("outcome") != "refused clearly":
+            raise
+
+
 # ---- drafts proposed and accepted (assisted and prompt-lookup decoding) ----
 
 @dataclass(frozen=True)

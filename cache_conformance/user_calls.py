@@ -17,28 +17,16 @@ the record either way.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 
-from cache_conformance import adapter, strategies
+from cache_conformance import adapter
 from cache_conformance.adapter import generation
 
 # What a clear refusal names (any one of them): the cache, or the strategy in the words transformers uses.
 SUBJECTS = ("cache", "assist", "candidate", "draft", "lookup", "speculative", "beam", "quantiz", "offload", "sliding")
 LOOKUP_DRAFTS = 3  # prompt_lookup_num_tokens
-
-
-@contextlib.contextmanager
-def graded(metrics: dict, subjects: tuple[str, ...] = SUBJECTS):
-    """strategies.graded, where a clear refusal conforms: the block's failure is re-raised unless it was one."""
-    try:
-        with strategies.graded(metrics, subjects=subjects):
-            yield
-    except AssertionError:
-        if metrics.get("outcome") != "refused clearly":
-            raise
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,17 @@ carries the member it called and its signature on the release (metrics.api): the
 import pytest
 import torch
 
-from cache_conformance import adapter, contract, findings, scenarios, user_calls
+from cache_conformance import adapter, contract, findings, scenarios, strategies, user_calls
 from cache_conformance.adapter import generation
 from cache_conformance.decoding import prefill_and_decode, recompute
 
 CLASSES = generation.user_cache_classes()
 DECODED = scenarios.CONTRACT_DECODED
 ROOM = 4  # positions of capacity left after them
+def graded(metrics):
+    return strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=user_calls.SUBJECTS)
+
+
 pytestmark = [pytest.mark.slow(except_on="float32-cpu-eager"), pytest.mark.parametrize("cache_class", CLASSES)]
 
 
@@ -33,6 +37,14 @@ def filled(model, tokens, compare, cache_class, *, batch: int = 1, label: str):
     return cache, prefill_and_decode(model, cache, prompt, DECODED, compare, label=label)
 
 
+def next_token_against_recomputation(model, cache, held, following, compare, *, where: str) -> None:
+    """Feed one token per row after a member was called on `cache`, which should now hold `held`: its logits equal
+    recomputation of `held` and the token. One token: several at once past W is the chunk suites' property."""
+    logits = adapter.forward(model, following, cache=cache, start=held.shape[1])
+    reference = recompute(model, torch.cat([held, following], dim=1))[:, held.shape[1]:]
+    compare.logits_close(logits, reference, where=where, positions=[held.shape[1]])
+
+
 def offered_or_skip(metrics, cache_class: str, member: str) -> None:
     metrics["api"] = contract.member(cache_class, member)
     if metrics["api"]["signature"] is None:
@@ -41,7 +53,7 @@ def offered_or_skip(metrics, cache_class: str, member: str) -> None:
 
 def test_get_seq_length_counts_the_tokens_written(model, tokens, compare, metrics, cache_class):
     offered_or_skip(metrics, cache_class, "get_seq_length")
-    with user_calls.graded(metrics):
+    with graded(metrics):
         cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
         reported = adapter.seq_length(cache)
         if reported != sequence.shape[1]:
@@ -56,7 +68,7 @@ def test_capacity_query_reports_the_capacity_given(model, tokens, compare, metri
     positions; a growing class reports no maximum."""
     member = generation.capacity_query_name(cache_class)
     offered_or_skip(metrics, cache_class, member)
-    with user_calls.graded(metrics):
+    with graded(metrics):
         cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
         given = sequence.shape[1] + ROOM if generation.takes_a_capacity(cache_class) else None
         reported = getattr(cache, member)()
@@ -72,12 +84,13 @@ def test_capacity_query_reports_the_capacity_given(model, tokens, compare, metri
 
 def test_reset_leaves_a_cache_that_decodes_like_a_new_one(model, tokens, compare, metrics, cache_class):
     offered_or_skip(metrics, cache_class, "reset")
-    with user_calls.graded(metrics):
+    with graded(metrics):
         cache, _ = filled(model, tokens, compare, cache_class, label=f"{cache_class} before reset()")
         adapter.reset(cache)
-        if adapter.seq_length(cache) != 0:
-            raise findings.failure(f"{cache_class}.get_seq_length() returned {adapter.seq_length(cache)} after reset()",
-                                   contract.EVIDENCE, member="reset", difference=adapter.seq_length(cache), limit=0)
+        left = adapter.seq_length(cache)
+        if left != 0:
+            raise findings.failure(f"{cache_class}.get_seq_length() returned {left} after reset()",
+                                   contract.EVIDENCE, member="reset", difference=left, limit=0)
         prompt = tokens(1, scenarios.contract_prompt(adapter.window(model.config))).flip(1)  # another prompt
         prefill_and_decode(model, cache, prompt, DECODED, compare, label=f"{cache_class} after reset()")
 
@@ -89,37 +102,31 @@ def test_crop_rolls_back_or_refuses_clearly(model, tokens, compare, metrics, cac
     layers would need positions they have evicted."""
     offered_or_skip(metrics, cache_class, "crop")
     removed = scenarios.contract_crop(crop, adapter.window(model.config))
-    with user_calls.graded(metrics):
+    with graded(metrics):
         cache, sequence = filled(model, tokens, compare, cache_class, label=f"{cache_class} before crop()")
         generation.crop(cache, removed)
-        kept = sequence[:, : sequence.shape[1] - removed]
-        following = tokens(1, 1).flip(1)  # one token: several at once past W is the chunks' property
         where = f"{cache_class}: decoding after crop(-{removed}) of {sequence.shape[1]} tokens"
-        logits = adapter.forward(model, following, cache=cache, start=kept.shape[1])
-        reference = recompute(model, torch.cat([kept, following], dim=1))[:, kept.shape[1]:]
-        compare.logits_close(logits, reference, where=where, positions=[kept.shape[1]])
+        next_token_against_recomputation(model, cache, sequence[:, : sequence.shape[1] - removed],
+                                         tokens(1, 1).flip(1), compare, where=where)
 
 
 def test_reorder_cache_moves_every_layer_with_its_row(model, tokens, compare, metrics, cache_class):
     """Two prompts in a batch, the rows swapped by reorder_cache(beam_idx) as beam search calls it: the next token's
     logits are those of recomputing each swapped row, on the sliding layers as on the full ones."""
     offered_or_skip(metrics, cache_class, "reorder_cache")
-    with user_calls.graded(metrics):
+    with graded(metrics):
         cache, sequence = filled(model, tokens, compare, cache_class, batch=2, label=f"{cache_class} before reorder")
         order = torch.tensor([1, 0], device=sequence.device)
         cache.reorder_cache(order)
-        following = tokens(2, 1)
-        where = f"{cache_class}: the token after reorder_cache({order.tolist()})"
-        logits = adapter.forward(model, following, cache=cache, start=sequence.shape[1])
-        reference = recompute(model, torch.cat([sequence[order], following], dim=1))[:, -1:]
-        compare.logits_close(logits, reference, where=where, positions=[sequence.shape[1]])
+        next_token_against_recomputation(model, cache, sequence[order], tokens(2, 1), compare,
+                                         where=f"{cache_class}: the token after reorder_cache({order.tolist()})")
 
 
 def test_cache_position_given_as_documented_decodes_correctly(model, tokens, compare, metrics, cache_class):
     """forward() given cache_position (the positions of the tokens fed in the sequence, as the releases up to 5.3
     document it) decodes like recomputation, or the release refuses it clearly."""
     metrics["api"] = contract.member(type(model).__name__, "forward", parameter="cache_position")
-    with user_calls.graded(metrics, (*user_calls.SUBJECTS, "cache_position")):
+    with strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=(*user_calls.SUBJECTS, "cache_position")):
         cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
         following = tokens(1, 1).flip(1)  # one token: several at once past W is the chunks' property
         start = sequence.shape[1]

@@ -28,32 +28,27 @@ def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, wind
         pytest.skip(problem)
     prompt, steps = tokens(1, window + 3), 2 * window
     length = prompt.shape[1]
-    try:
-        with strategies.graded(metrics, subjects=SUBJECTS):
-            output = generation.generate_with_quantized_cache(model, prompt, max_new_tokens=steps, **QUANTIZATION)
-            sequence, cached = output.sequences, adapter.step_logits(output)
-            reference = recompute(model, sequence)[:, length - 1 : length - 1 + cached.shape[1]]
-            per_step = logit_correlation(cached, reference)[0]
-            metrics.update(min_correlation=float(per_step.min()), bound=QUANTIZED_MIN_CORRELATION,
-                           max_abs_diff=float((cached.float() - reference.float()).abs().max()))
+    with strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=SUBJECTS):
+        output = generation.generate_with_quantized_cache(model, prompt, max_new_tokens=steps, **QUANTIZATION)
+        sequence, cached = output.sequences, adapter.step_logits(output)
+        reference = recompute(model, sequence)[:, length - 1 : length - 1 + cached.shape[1]]
+        per_step = logit_correlation(cached, reference)[0]
+        metrics.update(min_correlation=float(per_step.min()), bound=QUANTIZED_MIN_CORRELATION,
+                       max_abs_diff=float((cached.float() - reference.float()).abs().max()))
 
-            lost = logit_correlation(recompute(model, sequence[:, length:])[:, :-1], reference[:, 1:])[0]
-            metrics["control_min_correlation"] = float(lost.min())
-            assert lost.min() < QUANTIZED_MIN_CORRELATION, (
-                f"INVALID (not a pass): recomputation without the prompt still correlates {float(lost.min()):.3g} or "
-                f"more with recomputation, above the bound {QUANTIZED_MIN_CORRELATION}: the check could not see a "
-                f"cache that lost what it held"
-            )
-            for step, value in enumerate(per_step.tolist(), start=1):
-                with findings.located_as("correlation", step=step, position=length + step - 1, correlation=value,
-                                         bound=QUANTIZED_MIN_CORRELATION):
-                    assert value >= QUANTIZED_MIN_CORRELATION, (
-                        f"quantized cache, {QUANTIZATION['nbits']}-bit: decode step {step} (position "
-                        f"{length + step - 1}, {length + step} tokens seen): the logits correlate {value:.3g} with "
-                        f"recomputation's, below the bound {QUANTIZED_MIN_CORRELATION} (max abs diff "
-                        f"{float((cached - reference)[0, step - 1].float().abs().max()):.3g})"
-                    )
-    except AssertionError:
-        if metrics.get("outcome") == "refused clearly":
-            return  # a clear refusal conforms
-        raise
+        lost = logit_correlation(recompute(model, sequence[:, length:])[:, :-1], reference[:, 1:])[0]
+        metrics["control_min_correlation"] = float(lost.min())
+        assert lost.min() < QUANTIZED_MIN_CORRELATION, (
+            f"INVALID (not a pass): recomputation without the prompt still correlates {float(lost.min()):.3g} or "
+            f"more with recomputation, above the bound {QUANTIZED_MIN_CORRELATION}: the check could not see a "
+            f"cache that lost what it held"
+        )
+        for step, value in enumerate(per_step.tolist(), start=1):
+            with findings.located_as("correlation", step=step, position=length + step - 1, correlation=value,
+                                     bound=QUANTIZED_MIN_CORRELATION):
+                assert value >= QUANTIZED_MIN_CORRELATION, (
+                    f"quantized cache, {QUANTIZATION['nbits']}-bit: decode step {step} (position "
+                    f"{length + step - 1}, {length + step} tokens seen): the logits correlate {value:.3g} with "
+                    f"recomputation's, below the bound {QUANTIZED_MIN_CORRELATION} (max abs diff "
+                    f"{float((cached - reference)[0, step - 1].float().abs().max()):.3g})"
+                )

@@ -171,7 +171,7 @@ def test_forward_as_users_call_it(model, window, tokens, compare, metrics, choic
 
     where = f"forward() one token per call with {choice.id}, no cache_position (W={window})"
     metrics.update(choice=choice.id, strategy="forward", prompt_length=prompt.shape[1])
-    with user_calls.graded(metrics):
+    with strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=user_calls.SUBJECTS):
         arguments = choice.arguments(model, batch_size=1, capacity=prompt.shape[1] + steps)
         passed["cache"] = arguments.get(adapter.CACHE_KEYWORD)
         one_token_per_call(model, step, prompt, steps, compare, label=where)

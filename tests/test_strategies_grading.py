@@ -130,3 +130,20 @@ def test_chosen_tokens_allow_a_near_tie_only_where_the_tolerance_does():
     strict = Comparison(Tolerance(atol=1e-4, rtol=0.0, greedy_tokens_identical=True))
     with pytest.raises(AssertionError, match="greedy token at position 4"):
         strict.chosen_tokens_are_greedy(near_tie, logits, where="request 0", positions=[4])
+
+
+@pytest.mark.parametrize("error, conforms", [(transformers_refusal(), True),
+                                            (IndexError("index -9 is out of bounds"), False)])
+def test_where_a_clear_refusal_conforms_it_passes_and_anything_else_fails(error, conforms):
+    metrics = {}
+
+    def graded_call():
+        with strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=("model",)):
+            raise error
+
+    if conforms:
+        graded_call()
+        assert metrics["outcome"] == "refused clearly"
+    else:
+        with pytest.raises(AssertionError, match="crashed: builtins.IndexError"):
+            graded_call()

@@ -2,7 +2,6 @@
 
 from types import SimpleNamespace
 
-import pytest
 import torch
 import transformers
 from transformers.generation import configuration_utils
@@ -71,27 +70,3 @@ def test_the_contract_records_what_the_release_offers_under_each_member():
     assert offered["member"] == "forward(input_ids=)" and offered["signature"] == "(input_ids)"
     assert contract.member("Gemma3ForCausalLM", "forward", parameter="no_such_parameter")["signature"] is None
     assert contract.parameters(lambda self, max_length: None) == "(max_length)"
-
-
-def refused_by_transformers():
-    transformers.GenerationConfig(cache_implementation="no-such-cache").validate(strict=True)
-
-
-def crashed_in_our_code():
-    raise IndexError("index -9 is out of bounds")
-
-
-@pytest.mark.parametrize("call, conforms", [(refused_by_transformers, True), (crashed_in_our_code, False)])
-def test_graded_lets_a_clear_refusal_through_and_fails_anything_else(call, conforms):
-    metrics = {}
-
-    def graded_call():
-        with user_calls.graded(metrics):
-            call()
-
-    if conforms:
-        graded_call()
-        assert metrics["outcome"] == "refused clearly"
-    else:
-        with pytest.raises(AssertionError, match="crashed: builtins.IndexError"):
-            graded_call()

@@ -146,9 +146,9 @@ def user_cache_object(model, class_name: str, *, batch_size: int, capacity: int)
     OffloadedCache()); a preallocated kind gets what its constructor names of: the model's config, the capacity,
     the batch size (under the release's name for it), the device and the dtype (so StaticCache(config,
     max_cache_len) from 4.56, with the batch size, device and dtype before that)."""
-    if not takes_a_capacity(class_name):
-        return getattr(transformers, class_name)()
     parameters = constructor_parameters(class_name)
+    if "max_cache_len" not in parameters:  # a growing kind (takes_a_capacity)
+        return getattr(transformers, class_name)()
     offered = {"config": model.config, "max_cache_len": capacity, "device": model.device, "dtype": model.dtype,
                "max_batch_size": batch_size,
                "batch_size": None if "max_batch_size" in parameters else batch_size}  # 4.50: both, one deprecated
