@@ -6,8 +6,8 @@ generate() as `past_key_values`, and generate()'s cache read back as `output.pas
 the call no longer works: the old name removed, or the cache it was given not used. The deprecation warnings a
 call triggers (Python warnings and transformers' log, with the release each names for removal) are findings, not
 failures: they go into the results file as `metrics.deprecations` and into the report's "Deprecations" section.
-The harness itself uses the release's own names (adapter.CACHE_KEYWORD); tests/test_deprecations.py checks that
-it triggers no FutureWarning on the pinned release.
+The harness itself uses the release's own names (adapter.CACHE_KEYWORD); the gate (tox.ini,
+py311-transformers-adopted) fails on any FutureWarning it triggers on the pinned release.
 """
 
 from cache_conformance import adapter, deprecations, findings
