@@ -275,18 +275,26 @@ def follow(model, cache, sequence, windows, *, attention_mask=None, images=None)
                          attention_mask=attention_mask, recomputed_logits=logits)
 
 
+class _PerturbedLayerDone(Exception):
+    """Ends a perturbed pass once the perturbed layer's output is taken: the layers after it cannot change it."""
+
+
 @torch.no_grad()
 def attention_output_changes(model, run, *, query: int, perturbed: list[int]) -> dict[int, dict[int, float]]:
     """For each layer, and each position p in `perturbed`: the max abs change of the layer's attention output at
     position `query` when that layer's input at p is negated (inside the layer, so nothing else it sees changes).
     `run()` makes one forward pass of `model` over the positions (a fresh cache each time if it uses one); one
-    unperturbed pass gives every layer's baseline, then one pass per layer and position."""
+    unperturbed pass gives every layer's baseline, then one pass per layer and position, which stops at that
+    layer."""
     modules = _attention_modules(model)
     latest: dict[int, torch.Tensor] = {}  # each layer's output at `query` in the last pass
     negated: list[int] = []
+    perturbed_layer: list[int] = []  # the layer whose input is negated in this pass (none in the baseline)
 
     def take_output(module, _args, output):
         latest[module.layer_idx] = output[0][:, query].double()
+        if perturbed_layer and module.layer_idx == perturbed_layer[0]:
+            raise _PerturbedLayerDone
 
     def negate_one_position(_module, args, kwargs):
         hidden = kwargs["hidden_states"].clone()
@@ -301,13 +309,21 @@ def attention_output_changes(model, run, *, query: int, perturbed: list[int]) ->
         for module in modules:
             layer = module.layer_idx
             negation = module.register_forward_pre_hook(negate_one_position, with_kwargs=True)
+            perturbed_layer.append(layer)
             try:
                 for position in perturbed:
                     negated.append(position)
-                    run()
+                    try:
+                        run()
+                    except _PerturbedLayerDone:
+                        pass
+                    else:
+                        raise RuntimeError(f"a pass of run() ended without layer {layer}'s attention: "
+                                           "attention_output_changes needs one forward pass through every layer")
                     changes.setdefault(layer, {})[position] = float((latest[layer] - baselines[layer]).abs().max())
             finally:
                 negation.remove()
+                perturbed_layer.clear()
     finally:
         for handle in handles:
             handle.remove()

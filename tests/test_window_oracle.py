@@ -10,6 +10,7 @@ from cache_conformance.decoding import random_tokens
 from cache_conformance.window_oracle import (
     UNUSED,
     Window,
+    attention_output_changes,
     check_layer,
     content_tolerance,
     held_positions,
@@ -85,3 +86,24 @@ def test_a_slot_that_should_be_unused_must_be_zero(filled):
     with pytest.raises(AssertionError, match=rf"layer {layer} \(full-attention\), slot {window + 2}, batch 0: should "
                        rf"hold zeros \(unused\) but holds position {window + 2}"):
         check_layer(cache, layer, oracle, fewer, content_tolerance(torch.float32), where="x", kind="full-attention")
+
+
+def test_a_perturbed_pass_stops_at_its_layer_and_a_run_that_skips_the_model_is_refused(filled):
+    model = filled[0]
+    sequence = random_tokens(model, 1, 6, torch.Generator().manual_seed(1))
+    attentions = [layer.self_attn for layer in model.model.layers]
+    calls = [0] * len(attentions)
+    counters = [attention.register_forward_hook(lambda *_, index=index: calls.__setitem__(index, calls[index] + 1))
+                for index, attention in enumerate(attentions)]
+    try:
+        changes = attention_output_changes(model, lambda: adapter.forward(model, sequence), query=5, perturbed=[0, 4])
+    finally:
+        for counter in counters:
+            counter.remove()
+    # the baseline pass goes through every layer; layer i's two perturbed passes end with it, so layer i runs once
+    # for the baseline and twice for each layer up to it
+    assert calls == [1 + 2 * (len(attentions) - index) for index in range(len(attentions))]
+    assert sorted(changes) == list(range(len(attentions))) and all(changes[layer][4] > 0 for layer in changes)
+
+    with pytest.raises(RuntimeError, match="ended without layer 0's attention"):
+        attention_output_changes(model, lambda: None, query=5, perturbed=[0])
