@@ -143,3 +143,15 @@ def test_a_session_whose_process_dies_comes_back_without_results_and_leaves_its_
     assert (run.code, run.results) == (-1, None) and "a worker process died" in run.output, run
     detection = selftest.grade(fault, run)
     assert not detection.caught and detection.evidence.startswith("pytest exited -1 without results"), detection
+
+
+def test_a_fault_that_names_checks_runs_those_test_functions_of_its_suite_and_others_the_whole_suite():
+    narrowed = [fault for fault in faults.CATALOGUE.values() if fault.checks]
+    assert narrowed, "no fault names its checks: this test would check nothing"
+    for fault in narrowed:
+        suite_file = registry.load().suite_of_fault(fault.name).file
+        source = suite_file.read_text()
+        assert all(f"def {check}(" in source for check in fault.checks), (fault.name, fault.checks)
+        assert selftest.fault_session_paths(fault) == [f"suites/{suite_file.name}::{check}" for check in fault.checks]
+    whole = faults.CATALOGUE["reduced-precision-keys"]
+    assert selftest.fault_session_paths(whole) == ["suites/test_equivalence.py"]

@@ -51,6 +51,12 @@ COMMON_ARGS = ["--hypothesis-profile", "ci"]
 ASSERTIONS = ("AssertionError", "Failed")
 
 
+def fault_session_paths(fault: faults.Fault) -> list[str]:
+    """What a fault's session runs: its suite's file, or the test functions of it the fault names (`checks`)."""
+    path = str(registry.load().suite_of_fault(fault.name).file.relative_to(ROOT))
+    return [f"{path}::{check}" for check in fault.checks] or [path]
+
+
 def evidence_of(record: dict) -> dict | None:
     return record.get("metrics", {}).get("evidence")
 
@@ -171,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     present = [suite for suite in suites.values() if suite.file.exists()]
     under_fault = [index for index, (fault, _, _) in enumerate(planned) if suites[fault.caught_by] in present]
     # The fault sessions first, the clean ones last (see the module's docstring).
-    sessions = [Session((str(suites[planned[i][0].caught_by].file.relative_to(ROOT)), *COMMON_ARGS, *planned[i][2]),
-                        planned[i][0].name) for i in under_fault]
+    sessions = [Session((*fault_session_paths(planned[i][0]), *COMMON_ARGS, *planned[i][2]), planned[i][0].name)
+                for i in under_fault]
     sessions += [Session((str(suite.file.relative_to(ROOT)), *COMMON_ARGS, *suite.selftest)) for suite in present]
 
     def done(index: int, run: Run) -> None:
