@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -5,15 +6,35 @@ from pathlib import Path
 
 import pytest
 
+from cache_conformance.selftest import pytest_runs
+
 ROOT = Path(__file__).resolve().parent.parent
+# The environment this test process started with (pytest's note of the current test aside): a suite session run
+# with any other gets a process of its own.
+STARTING_ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"}
+
+
+@pytest.fixture(scope="session")
+def session_worker():
+    """A long-lived process that runs suite sessions in itself (the self-test's session runner), so that a session
+    does not pay for importing torch and transformers again: seconds each, more than most sessions' checks."""
+    with pytest_runs.session_pool(1) as pool:
+        yield pool
 
 
 @pytest.fixture
-def run_suites(tmp_path):
-    """Run the conformance suites in a fresh pytest process; returns (exit code, output, results dict or None)."""
-    import json
+def run_suites(tmp_path, request):
+    """Run the conformance suites in a pytest session of their own; returns (exit code, output, results dict or
+    None). A session that loads a plugin (`-p`: the tests' plugins patch the harness for good), runs xdist workers,
+    or runs with a changed environment gets a fresh process; any other runs in `session_worker`, where each
+    session's options, fixtures and `--inject-fault` patch end with the session."""
 
     def run(*args: str, results_name: str = "results.json", workers: int = 0):
+        environment = {name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"}
+        if "-p" not in args and not workers and environment == STARTING_ENVIRONMENT:
+            session = pytest_runs.Session(("-p", "no:xdist", *args))
+            done = request.getfixturevalue("session_worker").submit(pytest_runs.run_here, session).result()
+            return done.code, done.output, done.results
         results_file = tmp_path / results_name
         parallel = ["-n", str(workers)] if workers else ["-p", "no:xdist"]
         completed = subprocess.run(

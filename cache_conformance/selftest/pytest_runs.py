@@ -44,7 +44,7 @@ class Run:
 
 
 def run_here(session: Session) -> Run:
-    """Run `session` in this process, its terminal output captured."""
+    """Run `session` in this process (a worker of `session_pool`), its terminal output captured."""
     with tempfile.TemporaryDirectory() as scratch:
         results_file = Path(scratch) / "results.json"
         args = ["-q", "-p", "no:cacheprovider", f"--rootdir={ROOT}", f"--results-file={results_file}", *session.args]
@@ -54,7 +54,7 @@ def run_here(session: Session) -> Run:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             code = int(pytest.main(args))
         results = json.loads(results_file.read_text()) if results_file.exists() else None
-    return Run(code, output.getvalue()[-3000:], results)
+    return Run(code, output.getvalue(), results)
 
 
 def _start_worker(threads: int) -> None:
@@ -64,16 +64,25 @@ def _start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def session_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` long-lived processes to run sessions in (`pool.submit(run_here, session)`): clean interpreters
+    (spawned, no state of the caller's), the cores split between them, started now with the hash seed tox gives
+    the suites. The caller shuts the pool down."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads,))
+    with _environment(PYTHONHASHSEED="0"):  # read by each process as it starts: one per task submitted at once
+        for started in as_completed([pool.submit(os.getpid) for _ in range(workers)]):
+            started.result()
+    return pool
+
+
 def run_all(sessions: list[Session], *, workers: int, on_done=None) -> list[Run]:
     """Run every session on `workers` worker processes (the cores split between them); returns the Runs in the
     order of `sessions`. `on_done(index, run)` is called as each session finishes."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")  # a clean interpreter: no state of the caller's
     runs: list[Run | None] = [None] * len(sessions)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
-        # The hash seed tox gives the suites, read by each worker as it starts (they start on submission).
-        with _environment(PYTHONHASHSEED="0"):
-            futures = {pool.submit(run_here, session): index for index, session in enumerate(sessions)}
+    with session_pool(workers) as pool:
+        futures = {pool.submit(run_here, session): index for index, session in enumerate(sessions)}
         for future in as_completed(futures):
             index = futures[future]
             try:
