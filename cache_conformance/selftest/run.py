@@ -176,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                 if suites[fault.caught_by].sixteen_bit_fault == fault.name]
     present = [suite for suite in suites.values() if suite.file.exists()]
     under_fault = [index for index, (fault, _, _) in enumerate(planned) if suites[fault.caught_by] in present]
-    # The fault sessions first, the clean ones last (see the module's docstring).
+    # The fault sessions first, the clean ones last (see the module's docstring); in each, the slow suites' (they
+    # compile) start first, so that no worker is left with one at the end while the other waits.
+    under_fault.sort(key=lambda index: not suites[planned[index][0].caught_by].slow)
+    present.sort(key=lambda suite: not suite.slow)
     sessions = [Session((*fault_session_paths(planned[i][0]), *COMMON_ARGS, *planned[i][2]), planned[i][0].name)
                 for i in under_fault]
     sessions += [Session((str(suite.file.relative_to(ROOT)), *COMMON_ARGS, *suite.selftest)) for suite in present]
