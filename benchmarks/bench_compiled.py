@@ -49,9 +49,12 @@ def main() -> None:
                         "target)")
     parser.add_argument("--include-slow", action="store_true", help="also the checks marked slow")
     args = parser.parse_args()
-    python = ROOT / ".tox" / args.env / "bin" / "python"
-    if not python.exists():
-        sys.exit(f"{python} does not exist: create it first (tox -e {args.env} --notest)")
+    # tox's answer, not .tox/ENV: the pinned environments share one folder (tox.ini's env_dir)
+    configured = subprocess.run([sys.executable, "-m", "tox", "config", "-e", args.env, "-k", "env_python"],
+                                check=False, cwd=ROOT, capture_output=True, text=True).stdout
+    python = Path(configured.split("env_python = ")[-1].split()[0]) if "env_python = " in configured else None
+    if python is None or not python.exists():
+        sys.exit(f"tox environment {args.env} has no Python yet: create it first (tox -e {args.env} --notest)")
     with tempfile.TemporaryDirectory(prefix="bench-compiled-") as scratch:
         scratch = Path(scratch)
         cold_s, cold = timed_run(python, scratch / "cold.xml", scratch / "inductor", args)

@@ -92,10 +92,12 @@ def junit_times(path: Path) -> tuple[dict[str, float], list[tuple[float, str]]]:
 
 def measure(tree: Path, label: str, args) -> Figures:
     tox = [sys.executable, "-m", "tox", "-c", str(tree / "tox.ini"), "--workdir", str(ROOT / ".tox")]
-    python = ROOT / ".tox" / args.env / "bin" / "python"
     figures = Figures(label)
     print(f"[{label}] preparing {args.env} ...", flush=True)
     run([*tox, "-e", args.env, "--notest"], tree)
+    # tox's answer, not .tox/ENV: the pinned environments share one folder (tox.ini's env_dir)
+    configured = run([*tox, "config", "-e", args.env, "-k", "env_python"], tree).output
+    python = configured.split("env_python = ")[1].split()[0]
     model_code = "import torch, transformers, transformers.models.gemma3.modeling_gemma3"
     figures.import_floor_s = min(run([str(python), "-c", model_code], tree).seconds for _ in range(3))
     figures.import_without_model_code_s = min(
