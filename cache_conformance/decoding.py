@@ -23,6 +23,16 @@ def random_tokens(model, batch: int, length: int, generator: torch.Generator) ->
     return torch.randint(FIRST_ORDINARY_TOKEN, high, (batch, length), generator=generator).to(model.device)
 
 
+def greedy_continuation(model, start: torch.Tensor, length: int) -> torch.Tensor:
+    """`start` continued by the model's own greedy choices, recomputed without any cache, to `length` tokens: a
+    prompt the model agrees with, so drafts taken from it (prompt lookup) or from a copy of the model are accepted,
+    often several at once (a tiny model's greedy output soon repeats itself)."""
+    sequence = start
+    while sequence.shape[1] < length:
+        sequence = torch.cat([sequence, recompute(model, sequence)[:, -1:].argmax(dim=-1)], dim=1)
+    return sequence[:, :length]
+
+
 def left_padded(model, tokens, lengths: list[int]):
     """A batch of prompts of `lengths` drawn by `tokens(batch, length)`, left-padded to the longest (as a
     tokenizer pads for generation), and its attention mask."""
@@ -177,11 +187,31 @@ def one_token_per_call(model, step, prompt, steps: int, compare: Comparison, *, 
 
 
 def generation_against_recomputation(model, prompt_length: int, sequences, step_logits, compare: Comparison, *,
-                                     where: str, images=None):
+                                     where: str, images=None, max_new_tokens: int | None = None):
     """Compare generate()'s per-step logits (and, where the tolerance demands it, its greedy tokens) with
-    recomputation over the generated sequence (with the prompt's `images`, if any)."""
+    recomputation over the generated sequence (with the prompt's `images`, if any); then, given `max_new_tokens`,
+    that as many tokens came as were asked for (`new_tokens_as_asked`)."""
     first = prompt_length - 1  # the logits at the prompt's last position choose the first new token
     reference = recompute(model, sequences[:, :-1], images=images)[:, first:]
     positions = list(range(first, sequences.shape[1] - 1))
     compare.logits_close(step_logits, reference, where=where, positions=positions)
     compare.greedy_tokens_match(sequences[:, first + 1 :], reference, where=where, positions=positions)
+    if max_new_tokens is not None:
+        new_tokens_as_asked(sequences, prompt_length, max_new_tokens,
+                            adapter.text_config(model.config).eos_token_id, where=where)
+
+
+def new_tokens_as_asked(sequences, prompt_length: int, max_new_tokens: int, eos_token_id, *, where: str) -> None:
+    """Greedy decoding returns exactly `max_new_tokens` new tokens, fewer only when it ended at end-of-sequence: a
+    strategy that is lossless for greedy search (assisted, prompt lookup) must too. Each extra token may well be the
+    greedy choice, so only the count shows drafts kept past the budget."""
+    generated = sequences[0, prompt_length:].tolist()
+    ends = set(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
+    ended = [index for index, token in enumerate(generated) if token in ends]
+    expected = min(max_new_tokens, ended[0] + 1) if ended else max_new_tokens
+    if len(generated) != expected:
+        raise findings.failure(
+            f"{where}: {len(generated)} new tokens returned, greedy decoding returns {expected} "
+            f"(max_new_tokens={max_new_tokens}{f', end-of-sequence at new token {ended[0]}' if ended else ''}): "
+            f"{len(generated) - expected:+d} tokens", "token count", where=where, difference=len(generated) - expected,
+            limit=0, position=prompt_length + min(expected, len(generated)))

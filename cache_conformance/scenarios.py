@@ -39,6 +39,23 @@ def generate_new_tokens(window: int) -> int:
     return window + 4
 
 
+# ---- drafting: prompts the model agrees with ----
+
+CONTINUATION_START = 4  # random tokens the model's greedy continuation starts from (decoding.greedy_continuation)
+
+
+def drafting_prompt(window: int) -> int:
+    """The prompt of a drafting check: the model's greedy continuation, longer than 2W (2W + 3), so every step's
+    rollback comes after the window filled."""
+    return 2 * window + 3
+
+
+def lookup_drafts(window: int) -> int:
+    """prompt_lookup_num_tokens of the fixed drafting checks: W - 2 (at least 2), so a step can keep several drafts
+    at once, nearly a window of them."""
+    return max(2, window - 2)
+
+
 # ---- rollback: crop(), then decoding on ----
 
 CROP_WHEN = ("before-the-window-fills", "after-the-window-fills")

@@ -12,9 +12,9 @@ A strategy's run ends one of four ways, graded apart (`graded`):
 from __future__ import annotations
 
 import contextlib
+import copy
 import re
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,42 +88,17 @@ def graded_where_a_clear_refusal_conforms(metrics: dict, *, subjects: tuple[str,
             raise
 
 
-# ---- drafts proposed and accepted (assisted and prompt-lookup decoding) ----
+# ---- drafts proposed and accepted (assisted and prompt-lookup decoding): cache_conformance.coverage ----
 
-@dataclass(frozen=True)
-class DraftTally:
-    calls: int
-    proposed: int
-    accepted: int
-
-    @property
-    def rejected(self) -> int:
-        return self.proposed - self.accepted
-
-
-def tally_drafts(fed: list[list[int]], sequence: list[int], prompt_length: int) -> DraftTally:
-    """Count the draft tokens a verifying model was shown and how many of them the final `sequence` kept.
-
-    `fed`: the tokens of each call to the verifying model, in order. The first call feeds the prompt and the first
-    drafts; each later call feeds the last token the previous call chose (not yet cached) and the next drafts.
-    A call keeps its leading drafts that equal the sequence and adds one token of its own, so the decided length
-    grows by accepted + 1 per call. Drafts past the end of `sequence` (cut off by max_new_tokens) are not counted.
-    """
-    decided = prompt_length
-    proposed = accepted = 0
-    for number, tokens in enumerate(fed):
-        already = prompt_length if number == 0 else 1  # decided tokens at the start of this call
-        drafts = tokens[already:]
-        kept = 0
-        for offset, token in enumerate(drafts):
-            if decided + offset >= len(sequence):
-                break
-            proposed += 1
-            if kept == offset and token == sequence[decided + offset]:
-                kept += 1
-        accepted += kept
-        decided += kept + 1
-    return DraftTally(calls=len(fed), proposed=proposed, accepted=accepted)
+def agreeing_assistant(model, drafts: int):
+    """A copy of `model` as its own assistant: it agrees with every step. Its generation config asks for `drafts`
+    drafts every step, without the confidence threshold that stops drafting where a tiny model's probabilities are
+    flat (so that several drafts are accepted at once)."""
+    assistant = copy.deepcopy(model)
+    assistant.generation_config.num_assistant_tokens = drafts
+    assistant.generation_config.num_assistant_tokens_schedule = "constant"
+    assistant.generation_config.assistant_confidence_threshold = 0.0
+    return assistant
 
 
 class FedTokens:
@@ -176,15 +151,6 @@ class PositionsHeld:
 
     def __exit__(self, *exc_info):
         self._handle.remove()
-
-
-def assert_drafts_exercised(tally: DraftTally, what: str) -> None:
-    """Positive control: equality with greedy decoding shows nothing about rollback unless some drafts were
-    accepted (the cache kept them) and some rejected (the cache was rolled back)."""
-    assert tally.accepted > 0 and tally.rejected > 0, (
-        f"{what}: {tally.proposed} drafts proposed over {tally.calls} calls, {tally.accepted} accepted, "
-        f"{tally.rejected} rejected: the check needs both accepted and rejected drafts to exercise the rollback"
-    )
 
 
 # ---- beam search ----

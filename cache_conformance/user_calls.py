@@ -26,7 +26,6 @@ from cache_conformance.adapter import generation
 
 # What a clear refusal names (any one of them): the cache, or the strategy in the words transformers uses.
 SUBJECTS = ("cache", "assist", "candidate", "draft", "lookup", "speculative", "beam", "quantiz", "offload", "sliding")
-LOOKUP_DRAFTS = 3  # prompt_lookup_num_tokens
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,12 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from cache_conformance import adapter, overflow, scenarios, strategies
+from cache_conformance import adapter, coverage, overflow, scenarios, strategies
 from cache_conformance.adapter import generation
 from cache_conformance.decoding import (
     chunks_against_recomputation,
     generation_against_recomputation,
+    greedy_continuation,
     left_padded,
     prefill_and_decode,
 )
@@ -45,7 +46,6 @@ CROP_SUBJECTS = ("cache", "crop", "sliding window")
 BATCH_SUBJECTS = ("cache", "batch")
 
 CACHES = ("default-cache", "static-cache")
-LOOKUP_DRAFTS = 3  # prompt_lookup_num_tokens
 
 
 def static_cache_or_default(model, cache_kind: str, *, batch_size: int, capacity: int):
@@ -55,28 +55,45 @@ def static_cache_or_default(model, cache_kind: str, *, batch_size: int, capacity
     return adapter.make_static_cache(model, batch_size=batch_size, capacity=capacity)
 
 
-def drafted_generation(model, prompt, cache_kind, compare, metrics, *, what: str, **strategy):
-    """generate() with a drafting strategy, graded, against recomputation; then the drafts control."""
-    new_tokens = 2 * adapter.window(model.config)
+def drafted_generation(model, prompt, cache_kind, compare, metrics, *, what: str, certifies: tuple[str, ...],
+                       **strategy):
+    """generate() with a drafting strategy, graded, against recomputation and greedy decoding's token count; then
+    the precondition that the drafts reached a regime the check certifies (coverage)."""
+    window = adapter.window(model.config)
+    new_tokens = 2 * window
     cache = static_cache_or_default(model, cache_kind, batch_size=1, capacity=prompt.shape[1] + new_tokens)
     where = f"{what} with the {cache_kind.replace('-', ' ')}, {new_tokens} tokens"
     with strategies.graded(metrics, subjects=DRAFT_SUBJECTS):
         with strategies.FedTokens(model) as fed:
             output = generation.generate(model, prompt, max_new_tokens=new_tokens, cache=cache, **strategy)
         generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
-                                         compare, where=where)
-    tally = strategies.tally_drafts(fed.calls, output.sequences[0].tolist(), prompt.shape[1])
-    metrics.update(calls=tally.calls, drafts_proposed=tally.proposed, drafts_accepted=tally.accepted)
+                                         compare, where=where, max_new_tokens=new_tokens)
     if cache is not None:
         metrics["user_cache_used"] = adapter.seq_length(cache) > 0
-    strategies.assert_drafts_exercised(tally, where)
+    steps = coverage.draft_steps(fed.calls, output.sequences[0].tolist(), prompt.shape[1])
+    coverage.require(coverage.drafting_coverage(steps, window=window, budget_end=prompt.shape[1] + new_tokens),
+                     certifies, where=where, metrics=metrics)
+
+
+# A draft model that often disagrees rolls back often; a copy of the model agrees always, so its drafts are accepted
+# several at once, across the window edge and up to the token budget.
+ASSISTANTS = {
+    "draft-model": (lambda request, model: request.getfixturevalue("draft_model"),
+                    (coverage.ROLLBACK_AFTER_THE_WINDOW_FILLED,)),
+    "agreeing-assistant": (lambda request, model: strategies.agreeing_assistant(
+        model, scenarios.lookup_drafts(adapter.window(model.config))),
+                           (coverage.SEVERAL_ACCEPTED, coverage.ACCEPTED_RUN_ACROSS_THE_WINDOW_EDGE)),
+}
 
 
 @pytest.mark.parametrize("cache_kind", CACHES)
-def test_assisted_decoding_matches_recomputation(model, draft_model, window, tokens, compare, metrics, cache_kind):
+@pytest.mark.parametrize("assistant", ASSISTANTS)
+def test_assisted_decoding_matches_recomputation(request, model, window, tokens, compare, metrics, cache_kind,
+                                                 assistant):
+    make_assistant, certifies = ASSISTANTS[assistant]
     prompt = tokens(1, window + 3)
-    drafted_generation(model, prompt, cache_kind, compare, metrics, what="assisted decoding",
-                       assistant_model=draft_model)
+    drafted_generation(model, prompt, cache_kind, compare, metrics, what=f"assisted decoding ({assistant})",
+                       certifies=certifies, assistant_model=make_assistant(request, model))
 
 
 def test_assisted_decoding_keeps_the_assistants_sliding_layers_within_the_window(model, window, tokens, metrics):
@@ -102,18 +119,14 @@ def test_assisted_decoding_keeps_the_assistants_sliding_layers_within_the_window
         f"positions held over {2 * window} new tokens, {long['sliding']} over {4 * window}")
 
 
-def repetitive_prompt(tokens, window: int) -> torch.Tensor:
-    """A phrase of W/2 + 1 tokens said four times: prompt lookup finds earlier occurrences of the last tokens and
-    proposes what followed them."""
-    phrase = tokens(1, window // 2 + 1)
-    return torch.cat([phrase] * 4, dim=1)
-
-
 @pytest.mark.parametrize("cache_kind", CACHES)
 def test_prompt_lookup_decoding_matches_recomputation(model, window, tokens, compare, metrics, cache_kind):
-    prompt = repetitive_prompt(tokens, window)
+    """On the model's own greedy continuation of a few tokens, where prompt lookup's drafts are accepted several at
+    a time, then rolled back past the window and cut at the token budget."""
+    prompt = greedy_continuation(model, tokens(1, scenarios.CONTINUATION_START), scenarios.drafting_prompt(window))
     drafted_generation(model, prompt, cache_kind, compare, metrics, what="prompt-lookup decoding",
-                       prompt_lookup_num_tokens=LOOKUP_DRAFTS)
+                       certifies=(coverage.SEVERAL_ACCEPTED, coverage.ROLLBACK_AFTER_THE_WINDOW_FILLED),
+                       prompt_lookup_num_tokens=scenarios.lookup_drafts(window))
 
 
 # ---- beam search ----
@@ -170,7 +183,7 @@ def beam_scenario(request, beam_scenarios, model, window, named_tokens, metrics)
 
 
 @pytest.mark.parametrize("cache_kind", CACHES)
-def test_beam_search_matches_recomputation(model, beam_scenario, compare, metrics, cache_kind):
+def test_beam_search_matches_recomputation(model, window, beam_scenario, compare, metrics, cache_kind):
     scenario, beams = beam_scenario, beam_scenario.search["beams"]
     assert scenario.ended_early > 0, "control: no hypothesis of beam search without cache ended early, whichever " \
                                      "early token ended it: the check would not exercise finished beams"
@@ -181,13 +194,16 @@ def test_beam_search_matches_recomputation(model, beam_scenario, compare, metric
     with strategies.graded(metrics, subjects=BEAM_SUBJECTS):
         output = beam_search(model, scenario.prompt, scenario.attention_mask, cache=cache, eos_token_id=scenario.end,
                              **scenario.search)
-        strategies.beam_paths_against_recomputation(model, output, generation.beam_indices(output),
-                                                    scenario.attention_mask, compare, beams=beams, where=where)
+        indices = generation.beam_indices(output)
+        strategies.beam_paths_against_recomputation(model, output, indices, scenario.attention_mask, compare,
+                                                    beams=beams, where=where)
         if compare.tolerance.greedy_tokens_identical:
             without_cache = scenario.without_cache
             strategies.sequences_equal(output.sequences, without_cache.sequences, where=where)
             compare.logits_close(output.sequences_scores[None, :, None], without_cache.sequences_scores[None, :, None],
                                  where=f"{where}: sequence scores against beam search without cache")
+    coverage.require(coverage.beam_coverage(indices, prompt_length=scenario.prompt.shape[1], window=window),
+                     (coverage.REORDER_AFTER_THE_WINDOW_FILLED,), where=where, metrics=metrics)
 
 
 # ---- rollback ----

@@ -13,12 +13,17 @@ beams land relative to the window decides some failures.
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 
-from cache_conformance import adapter, findings, images, scenarios, strategies, user_calls
+from cache_conformance import adapter, coverage, findings, images, scenarios, strategies, user_calls
 from cache_conformance.adapter import generation
-from cache_conformance.decoding import generation_against_recomputation, one_token_per_call, random_tokens
+from cache_conformance.decoding import (
+    generation_against_recomputation,
+    greedy_continuation,
+    one_token_per_call,
+    random_tokens,
+)
 from cache_conformance.overflow import describe
 
 CHOICES = user_calls.cache_choices()
@@ -35,26 +40,39 @@ PROMPTS = [pytest.param(kind, marks=pytest.mark.slow(except_on=IN_THE_DEFAULT_RU
                         else pytest.mark.slow) for kind in PROMPT_LENGTHS]
 
 
-def strategy_options(request, strategy: str) -> dict:
+def strategy_options(request, strategy: str, window: int) -> dict:
     """generate()'s arguments that select the strategy, as a user writes them."""
     if strategy.startswith("beam-"):
         return {"num_beams": int(strategy.removeprefix("beam-"))}
     if strategy == "prompt-lookup":
-        return {"prompt_lookup_num_tokens": user_calls.LOOKUP_DRAFTS}
+        return {"prompt_lookup_num_tokens": scenarios.lookup_drafts(window)}
     if strategy == "assisted":
         return {"assistant_model": request.getfixturevalue("draft_model")}
     return {}
+
+
+# What each drafting call must reach to certify anything (cache_conformance/coverage.py). Prompt lookup takes the
+# model's own greedy continuation as its prompt, so its drafts are accepted several at a time; the other calls take
+# a random block repeated, which the draft model often disagrees with, so assisted decoding rolls back.
+CERTIFIES = {
+    "prompt-lookup": (coverage.SEVERAL_ACCEPTED, coverage.ROLLBACK_AFTER_THE_WINDOW_FILLED),
+    "assisted": (coverage.ROLLBACK_AFTER_THE_WINDOW_FILLED,),
+}
 
 
 @pytest.mark.parametrize("prompt_kind", PROMPTS)
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("choice", CHOICES, ids=[choice.id for choice in CHOICES])
 def test_generate_as_users_call_it(request, model, window, tokens, compare, metrics, choice, strategy, prompt_kind):
-    prompt = user_calls.repeating_prompt(tokens, PROMPT_LENGTHS[prompt_kind](window), period=max(2, window // 2))
-    options = strategy_options(request, strategy)
+    length = PROMPT_LENGTHS[prompt_kind](window)
+    if strategy == "prompt-lookup":
+        prompt = greedy_continuation(model, tokens(1, min(length, scenarios.CONTINUATION_START)), length)
+    else:
+        prompt = user_calls.repeating_prompt(tokens, length, period=max(2, window // 2))
+    options = strategy_options(request, strategy, window)
     where = f"generate() with {choice.id}, {strategy}, a prompt of {prompt.shape[1]} tokens (W={window})"
     call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=window + 2, options=options,
-                   where=where)
+                   where=where, certifies=CERTIFIES.get(strategy, ()))
 
 
 IMAGE_SEED = 1234  # the multimodal prompt's pixel values
@@ -69,31 +87,76 @@ DRAWN = {
 
 
 @pytest.mark.parametrize("strategy", [pytest.param(name, marks=mark) for name, mark in DRAWN.items()])
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # `compare` keeps the worst case on purpose
-@given(data=st.data())
-def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, compare, metrics, strategy, data):
-    """With no cache choice (what most users write), prompt lookup, assisted decoding and beam search on a prompt
-    whose length (around W or 2W), repetition and number of new tokens are drawn, and the drafts (prompt lookup)
-    or beams drawn too: every run is correct or refused clearly. The failure message names the drawn call."""
-    length = data.draw(st.one_of(st.integers(max(1, window - 3), window + 3),
-                                 st.integers(2 * window - 3, 2 * window + 3)), label="prompt length")
-    period = data.draw(st.integers(1, length), label="repeated block length (the whole prompt: no repetition)")
-    new_tokens = data.draw(st.integers(1, 2 * window), label="new tokens")
-    token_seed = data.draw(st.integers(0, 2**16), label="token seed")
-    if strategy == "prompt-lookup":
-        options = {"prompt_lookup_num_tokens": data.draw(st.integers(1, 10), label="drafts")}
-    elif strategy == "assisted":
-        options = {"assistant_model": request.getfixturevalue("draft_model"),
-                   "num_assistant_tokens": data.draw(st.integers(1, 10), label="drafts")}
-    else:
-        options = {"num_beams": data.draw(st.integers(2, 4), label="beams")}
-    generator = torch.Generator().manual_seed(token_seed)
-    prompt = user_calls.repeating_prompt(lambda batch, n: random_tokens(model, batch, n, generator), length, period)
-    shown = {name: value for name, value in options.items() if name != "assistant_model"}
-    where = (f"generate() with default, {strategy} {shown}, a prompt of {length} tokens repeating a block of "
-             f"{period} (token seed {token_seed}), {new_tokens} new tokens (W={window})")
-    call_and_grade(model, compare, metrics, user_calls.DEFAULT, strategy, prompt, new_tokens=new_tokens,
-                   options=options, where=where)
+def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, compare, metrics, strategy):
+    """With no cache choice (what most users write), prompt lookup, assisted decoding and beam search on drawn
+    calls: a prompt around W or 2W long, either the model's own greedy continuation (drafts taken from it are
+    accepted) or a random block repeated, up to 4W new tokens, 1 to 2W drafts (prompt lookup, assisted decoding with
+    the draft model or an agreeing copy of the model) or 2 to 4 beams with a drawn cache choice. Every run is
+    correct or refused clearly; the failure message names the drawn call. The search is steered (hypothesis'
+    `target`) toward long runs of accepted drafts and reorders past the window, and the examples together must reach
+    a regime the check certifies (coverage)."""
+    reached = []
+
+    @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # `compare` keeps the worst case on purpose
+    @given(data=st.data())
+    def drawn_call(data):
+        length = data.draw(st.one_of(st.integers(max(1, window - 3), window + 3),
+                                     st.integers(2 * window - 3, 2 * window + 3)), label="prompt length")
+        agreeing = data.draw(st.booleans(), label="prompt: the model's greedy continuation (else a block repeated)")
+        period = length if agreeing else data.draw(st.integers(1, length), label="repeated block length")
+        new_tokens = data.draw(st.integers(1, 4 * window), label="new tokens")
+        token_seed = data.draw(st.integers(0, 2**16), label="token seed")
+        choice = user_calls.DEFAULT
+        if strategy == "prompt-lookup":
+            options = {"prompt_lookup_num_tokens": data.draw(st.integers(1, 2 * window), label="drafts")}
+        elif strategy == "assisted":
+            assistant = data.draw(st.sampled_from(["draft model", "agreeing copy of the model"]), label="assistant")
+            drafts = data.draw(st.integers(1, 2 * window), label="drafts")
+            options = {"assistant_model": request.getfixturevalue("draft_model") if assistant == "draft model"
+                       else agreeing_assistant(request, model, drafts), "num_assistant_tokens": drafts}
+        else:
+            options = {"num_beams": data.draw(st.integers(2, 4), label="beams")}
+            choice = data.draw(st.sampled_from(CHOICES), label="cache choice")
+        generator = torch.Generator().manual_seed(token_seed)
+        draw_tokens = lambda batch, n: random_tokens(model, batch, n, generator)
+        if agreeing:
+            prompt = greedy_continuation(model, draw_tokens(1, min(length, scenarios.CONTINUATION_START)), length)
+        else:
+            prompt = user_calls.repeating_prompt(draw_tokens, length, period)
+        shown = {name: value for name, value in options.items() if name != "assistant_model"}
+        kind = "the model's greedy continuation" if agreeing else f"a block of {period} repeated"
+        where = (f"generate() with {choice.id}, {strategy} {shown}, a prompt of {length} tokens ({kind}, token seed "
+                 f"{token_seed}), {new_tokens} new tokens (W={window})")
+        reached.append(call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=new_tokens,
+                                      options=options, where=where))
+        for regime, count in reached[-1].get("regimes", {}).items():
+            event(f"reached {regime}")
+            target(float(count), label=regime)
+        target(float(reached[-1].get("longest_accepted_run", 0)), label="longest accepted run")
+
+    drawn_call()
+    coverage.require(coverage.merged(reached), DRAWN_CERTIFIES[strategy], metrics=metrics,
+                     where=f"{len(reached)} drawn calls of {strategy} (W={window})")
+
+
+DRAWN_CERTIFIES = {
+    "prompt-lookup": (coverage.ROLLBACK_AFTER_THE_WINDOW_FILLED, coverage.RUN_TO_THE_TOKEN_BUDGET),
+    "assisted": (coverage.ROLLBACK_AFTER_THE_WINDOW_FILLED, coverage.RUN_TO_THE_TOKEN_BUDGET),
+    "beam-search": (coverage.REORDER_AFTER_THE_WINDOW_FILLED,),
+}
+
+
+def agreeing_assistant(request, model, drafts: int):
+    """A copy of the model as its assistant, asked for `drafts` drafts a step (strategies.agreeing_assistant): one
+    copy per test, its drafts set per call."""
+    cached = request.node.stash.setdefault(AGREEING_KEY, {})
+    if "assistant" not in cached:
+        cached["assistant"] = strategies.agreeing_assistant(model, drafts)
+    cached["assistant"].generation_config.num_assistant_tokens = drafts
+    return cached["assistant"]
+
+
+AGREEING_KEY = pytest.StashKey[dict]()
 
 
 @pytest.mark.slow(except_on=IN_THE_DEFAULT_RUN)
@@ -113,14 +176,16 @@ def test_multimodal_generate_as_users_call_it(multimodal_model, multimodal_windo
 
 
 def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where,
-                   prompt_images=None):
+                   prompt_images=None, certifies=()) -> dict:
     """Make the call as a user writes it and grade it: a clear refusal returns; a crash, a wrong result or a
-    substituted cache fails with `where` in the message. `prompt_images`: the prompt's images (place_images)."""
+    substituted cache fails with `where` in the message. `prompt_images`: the prompt's images (place_images).
+    Returns what a correct call's inputs reached (coverage; empty for a refusal); with `certifies`, a correct call
+    that reached none of those regimes fails as "precondition not met"."""
     if prompt_images is not None:
         options = {**options, "pixel_values": prompt_images.pixel_values, "token_type_ids": prompt_images.token_types}
     metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
     arguments, output, raised = None, None, None
-    with user_calls.CachesSeen(model) as seen:
+    with user_calls.CachesSeen(model) as seen, strategies.FedTokens(model) as fed:
         try:  # making the user's cache object is part of the user's call
             arguments = choice.arguments(model, batch_size=options.get("num_beams", 1),
                                          capacity=prompt.shape[1] + new_tokens)
@@ -132,23 +197,32 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
     if raised is not None:
         metrics.update(outcome=strategies.grade(raised, user_calls.SUBJECTS), exception=describe(raised)[:500])
         if metrics["outcome"] == "refused clearly":
-            return  # a clear refusal conforms
+            return {}  # a clear refusal conforms
         stage = where if arguments is not None else f"{where}: making the user's {choice.object_class}"
         raise findings.failure(f"crashed: {stage} raised {describe(raised)}", findings.CRASH, where=stage,
                                raised=type(raised).__name__) from raised
+    window = adapter.window(model.config)
     with strategies.graded(metrics, subjects=user_calls.SUBJECTS):
         if "num_beams" in options:
-            strategies.beam_paths_against_recomputation(model, output, generation.beam_indices(output),
-                                                        torch.ones_like(prompt), compare, beams=options["num_beams"],
-                                                        where=where)
+            indices = generation.beam_indices(output)
+            strategies.beam_paths_against_recomputation(model, output, indices, torch.ones_like(prompt), compare,
+                                                        beams=options["num_beams"], where=where)
+            reached = coverage.beam_coverage(indices, prompt_length=prompt.shape[1], window=window)
         else:
             generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
-                                             compare, where=where, images=prompt_images)
+                                             compare, where=where, images=prompt_images, max_new_tokens=new_tokens)
+            reached = {}
+    if "prompt_lookup_num_tokens" in options or "assistant_model" in options:  # a drafting strategy
+        steps = coverage.draft_steps(fed.calls, output.sequences[0].tolist(), prompt.shape[1])
+        reached = coverage.drafting_coverage(steps, window=window, budget_end=prompt.shape[1] + new_tokens)
     problem = user_calls.substitution(choice, arguments, seen)
     if problem:
         metrics["outcome"] = "substituted"
         raise findings.failure(f"substituted: {where}: {problem}", "substituted", choice=choice.id,
                                strategy=strategy, caches=seen.classes)
+    if certifies:
+        coverage.require(reached, certifies, where=where, metrics=metrics)
+    return reached
 
 
 # forward() as users loop over it: no cache_position (the adapter passes one before 5.4). With no cache choice the
