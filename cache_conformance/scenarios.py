@@ -92,6 +92,21 @@ CONTRACT_DECODED = 2  # tokens decoded after the prompt, before a member is call
 CONTRACT_CROPS = ("one-token", "past-the-window-edge")
 
 
+CONTRACT_REWINDS = ("within-the-window", "past-the-rolled-window")
+
+
+def contract_rewind(which: str, window: int) -> int:
+    """How many of the last positions a rewind rewrites (forward() given a cache_position earlier than the cache's
+    length). Within the window: the last one, whose W - 1 predecessors a W-slot sliding layer still holds. Past the
+    rolled window: the last W, the first of which needs W - 1 positions before them that such a layer has evicted
+    (the contract prompt leaves at least one)."""
+    if which == "within-the-window":
+        return 1
+    if which == "past-the-rolled-window":
+        return window
+    raise ValueError(f"no rewind {which!r} (there are {', '.join(CONTRACT_REWINDS)})")
+
+
 def contract_prompt(window: int) -> int:
     """The prompt filled into a user's cache before a member is called: longer than the window (W + 3), so the
     sliding layers have evicted."""

@@ -27,6 +27,10 @@ from cache_conformance.overflow import describe
 
 TRANSFORMERS_SOURCE = Path(transformers.__file__).resolve().parent
 REFUSAL_TYPES = (ValueError, RuntimeError, NotImplementedError)
+# What a clear refusal names (any one of them): the cache, or a strategy or operation on it in the words transformers
+# uses. One list for every suite, so that the same exception on the same call gets the same grade everywhere.
+SUBJECTS = ("cache", "assist", "candidate", "draft", "lookup", "speculative", "beam", "crop", "batch", "quantiz",
+            "offload", "sliding")
 
 
 def raised_by_transformers(error: BaseException) -> bool:
@@ -35,25 +39,25 @@ def raised_by_transformers(error: BaseException) -> bool:
     return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(TRANSFORMERS_SOURCE)
 
 
-def refusal_is_clear(error: BaseException, subjects: tuple[str, ...]) -> bool:
+def refusal_is_clear(error: BaseException) -> bool:
     """A refusal is clear when transformers raised it on purpose (a ValueError, RuntimeError or NotImplementedError,
-    or one of its own exceptions, from its own code) and its message names one of `subjects` (e.g. "cache",
+    or one of its own exceptions, from its own code) and its message names one of SUBJECTS (e.g. "cache",
     "assist"): the user learns what is not supported, not where the code broke."""
     on_purpose = isinstance(error, REFUSAL_TYPES) or type(error).__module__.startswith("transformers")
-    named = re.search("|".join(map(re.escape, subjects)), str(error), re.IGNORECASE) is not None
+    named = re.search("|".join(map(re.escape, SUBJECTS)), str(error), re.IGNORECASE) is not None
     return on_purpose and named and raised_by_transformers(error)
 
 
-def grade(error: BaseException | None, subjects: tuple[str, ...]) -> str:
+def grade(error: BaseException | None) -> str:
     """The outcome of a strategy's call that raised `error` (None: it returned): correct, refused clearly or
     crashed. (Wrong is for the comparisons afterwards to say.)"""
     if error is None:
         return "correct"
-    return "refused clearly" if refusal_is_clear(error, subjects) else "crashed"
+    return "refused clearly" if refusal_is_clear(error) else "crashed"
 
 
 @contextlib.contextmanager
-def graded(metrics: dict, *, subjects: tuple[str, ...]):
+def graded(metrics: dict):
     """Run a strategy and its comparisons inside the block: an exception from the strategy fails the test as
     "refused clearly: ..." or "crashed: ..." (also when a step wrapped by decoding.located raised), a failed
     comparison (AssertionError) as "wrong: ...". The outcome goes to `metrics["outcome"]` (the release -> outcome
@@ -66,22 +70,22 @@ def graded(metrics: dict, *, subjects: tuple[str, ...]):
         if cause is None or (isinstance(cause, AssertionError) and not step_raised):
             metrics["outcome"] = "wrong"
         else:  # a step that raised, named by decoding.located
-            metrics["outcome"] = grade(cause, subjects)
+            metrics["outcome"] = grade(cause)
             metrics["exception"] = describe(cause)[:500]
         raise AssertionError(f"{metrics['outcome']}: {error}") from error
     except Exception as error:  # every exception is graded
-        metrics["outcome"] = grade(error, subjects)
+        metrics["outcome"] = grade(error)
         metrics["exception"] = describe(error)[:500]
         raise AssertionError(f"{metrics['outcome']}: {describe(error)}") from error
     metrics["outcome"] = "correct"
 
 
 @contextlib.contextmanager
-def graded_where_a_clear_refusal_conforms(metrics: dict, *, subjects: tuple[str, ...]):
+def graded_where_a_clear_refusal_conforms(metrics: dict):
     """`graded`, for a check whose promise is "correct or refused clearly": a clear refusal is recorded and the
     block's failure swallowed; any other failure is re-raised."""
     try:
-        with graded(metrics, subjects=subjects):
+        with graded(metrics):
             yield
     except AssertionError:
         if metrics.get("outcome") != "refused clearly":

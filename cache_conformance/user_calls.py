@@ -7,12 +7,14 @@ user writes it: the model's own generation config, nothing added that changes wh
 spells what a release renamed (the cache keyword, a class's constructor). What the harness adds is what it grades
 with: no sampling, and the output's logits and scores (adapter.generate_without_sampling).
 
-Each call is graded one of five ways: the four of `strategies.graded` (correct, refused clearly, crashed, wrong)
-and substituted: the output is right, but the cache that ran is not the one asked for. A user's cache object that
-generate() did not use (the model's forward calls got another object), or a static kind (one the release lists as
-static, or an object of a class the user gives a capacity, max_cache_len) whose layers changed size between forward
-calls: a growing cache in place of a preallocated one. The cache that ran (its class, each layer's sizes) goes into
-the record either way.
+Each call is graded one of six ways: the four of `strategies.graded` (correct, refused clearly, crashed, wrong),
+substituted and oversized. Substituted: the output is right, but the cache that ran is not the one asked for. A
+user's cache object that generate() did not use (the model's forward calls got another object), or a static kind (one
+the release lists as static, or an object of a class the user gives a capacity, max_cache_len) whose layers changed
+size between forward calls: a growing cache in place of a preallocated one. Oversized: the output is right and the
+static cache kept its size, but its sliding layers hold more than the W positions they attend over (a full-length
+buffer where W slots do, the memory a sliding window exists to save). The cache that ran (its class, each layer's
+sizes) goes into the record either way.
 """
 
 from __future__ import annotations
@@ -23,9 +25,6 @@ import torch
 
 from cache_conformance import adapter
 from cache_conformance.adapter import generation
-
-# What a clear refusal names (any one of them): the cache, or the strategy in the words transformers uses.
-SUBJECTS = ("cache", "assist", "candidate", "draft", "lookup", "speculative", "beam", "quantiz", "offload", "sliding")
 
 
 @dataclass(frozen=True)
@@ -127,3 +126,19 @@ def substitution(choice: CacheChoice, arguments: dict, seen: CachesSeen) -> str 
         return (f"{choice.id} asks for a preallocated cache, but the cache that ran ({', '.join(seen.classes)}) "
                 f"changed size between forward calls ({len(resized)} layers; {shown})")
     return None
+
+
+def oversized(choice: CacheChoice, seen: CachesSeen, model) -> str | None:
+    """Why a static request's cache is not what was asked for although it kept its size, or None: a preallocated
+    cache whose sliding layers hold more than W positions (a full-length buffer where W slots do)."""
+    if not choice.static or not seen.sizes:
+        return None
+    window = adapter.window(model.config)
+    last = seen.sizes[-1]
+    larger = {layer: size for layer, (size, sliding) in enumerate(zip(last, adapter.sliding_layers(model.config)))
+              if sliding and size > window}
+    if not larger:
+        return None
+    shown = ", ".join(f"layer {layer}: {size}" for layer, size in list(larger.items())[:3])
+    return (f"{choice.id} asks for a preallocated cache, and the cache that ran ({', '.join(seen.classes)}) gives "
+            f"{len(larger)} sliding layers more than the W={window} positions they attend over ({shown})")

@@ -13,7 +13,7 @@ carries the member it called and its signature on the release (metrics.api): the
 import pytest
 import torch
 
-from cache_conformance import adapter, contract, findings, scenarios, strategies, user_calls
+from cache_conformance import adapter, contract, findings, scenarios, strategies
 from cache_conformance.adapter import generation
 from cache_conformance.decoding import prefill_and_decode, recompute
 
@@ -21,7 +21,7 @@ CLASSES = generation.user_cache_classes()
 DECODED = scenarios.CONTRACT_DECODED
 ROOM = 4  # positions of capacity left after them
 def graded(metrics):
-    return strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=user_calls.SUBJECTS)
+    return strategies.graded_where_a_clear_refusal_conforms(metrics)
 
 
 pytestmark = [pytest.mark.slow(except_on="float32-cpu-eager"), pytest.mark.parametrize("cache_class", CLASSES)]
@@ -126,7 +126,7 @@ def test_cache_position_given_as_documented_decodes_correctly(model, tokens, com
     """forward() given cache_position (the positions of the tokens fed in the sequence, as the releases up to 5.3
     document it) decodes like recomputation, or the release refuses it clearly."""
     metrics["api"] = contract.member(type(model).__name__, "forward", parameter="cache_position")
-    with strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=(*user_calls.SUBJECTS, "cache_position")):
+    with strategies.graded_where_a_clear_refusal_conforms(metrics):
         cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
         following = tokens(1, 1).flip(1)  # one token: several at once past W is the chunks' property
         start = sequence.shape[1]
@@ -137,3 +137,26 @@ def test_cache_position_given_as_documented_decodes_correctly(model, tokens, com
         reference = recompute(model, torch.cat([sequence, following], dim=1))[:, start:]
         compare.logits_close(output.logits, reference, positions=positions.tolist(),
                              where=f"{cache_class}: forward() with cache_position={positions.tolist()}")
+
+
+@pytest.mark.parametrize("rewind", scenarios.CONTRACT_REWINDS)
+def test_rewind_rewrites_the_end_or_refuses_clearly(model, tokens, compare, metrics, cache_class, rewind):
+    """A user regenerating the end of a sequence: forward() given cache_position earlier than the cache's length,
+    over other tokens than those written there. The logits are those of recomputing the rewritten sequence, or the
+    release refuses clearly; writing at its own counter instead (cache_position ignored) is wrong. Past the rolled
+    window the sliding layers have evicted positions the rewritten tokens need: a layer that rolled can only refuse."""
+    metrics["api"] = contract.member(type(model).__name__, "forward", parameter="cache_position")
+    rewritten = scenarios.contract_rewind(rewind, adapter.window(model.config))
+    with strategies.graded_where_a_clear_refusal_conforms(metrics):
+        cache, sequence = filled(model, tokens, compare, cache_class, label=f"{cache_class} before the rewind")
+        start = sequence.shape[1] - rewritten
+        others = tokens(1, rewritten).flip(1)  # other tokens than those written at the rewound positions
+        positions = torch.arange(start, sequence.shape[1], device=others.device)
+        metrics.update(rewound_from=sequence.shape[1], rewritten_positions=positions.tolist())
+        with torch.no_grad():
+            output = model(input_ids=others, **{adapter.CACHE_KEYWORD: cache}, cache_position=positions,
+                           use_cache=True)
+        reference = recompute(model, torch.cat([sequence[:, :start], others], dim=1))[:, start:]
+        compare.logits_close(output.logits, reference, positions=positions.tolist(),
+                             where=f"{cache_class}: forward() rewinding {sequence.shape[1]} tokens to "
+                                   f"cache_position={positions.tolist()}")

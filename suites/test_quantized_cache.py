@@ -19,7 +19,6 @@ from cache_conformance.decoding import recompute
 from cache_conformance.tolerances import QUANTIZED_MIN_CORRELATION
 
 QUANTIZATION = {"nbits": 4, "residual_length": 2, "group_size": 16}  # residual 2: almost everything is quantized
-SUBJECTS = ("quantiz", "cache", "sliding")
 
 
 def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, window, tokens, metrics):
@@ -28,7 +27,7 @@ def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, wind
         pytest.skip(problem)
     prompt, steps = tokens(1, window + 3), 2 * window
     length = prompt.shape[1]
-    with strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=SUBJECTS):
+    with strategies.graded_where_a_clear_refusal_conforms(metrics):
         output = generation.generate_with_quantized_cache(model, prompt, max_new_tokens=steps, **QUANTIZATION)
         sequence, cached = output.sequences, adapter.step_logits(output)
         reference = recompute(model, sequence)[:, length - 1 : length - 1 + cached.shape[1]]

@@ -39,12 +39,6 @@ from cache_conformance.decoding import (
     prefill_and_decode,
 )
 
-# What a clear refusal names (any one of them): the cache, or the strategy in the words transformers uses.
-DRAFT_SUBJECTS = ("cache", "assist", "candidate", "draft", "lookup", "speculative")
-BEAM_SUBJECTS = ("cache", "beam")
-CROP_SUBJECTS = ("cache", "crop", "sliding window")
-BATCH_SUBJECTS = ("cache", "batch")
-
 CACHES = ("default-cache", "static-cache")
 
 
@@ -63,7 +57,7 @@ def drafted_generation(model, prompt, cache_kind, compare, metrics, *, what: str
     new_tokens = 2 * window
     cache = static_cache_or_default(model, cache_kind, batch_size=1, capacity=prompt.shape[1] + new_tokens)
     where = f"{what} with the {cache_kind.replace('-', ' ')}, {new_tokens} tokens"
-    with strategies.graded(metrics, subjects=DRAFT_SUBJECTS):
+    with strategies.graded(metrics):
         with strategies.FedTokens(model) as fed:
             output = generation.generate(model, prompt, max_new_tokens=new_tokens, cache=cache, **strategy)
         generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
@@ -191,7 +185,7 @@ def test_beam_search_matches_recomputation(model, window, beam_scenario, compare
     cache = static_cache_or_default(model, cache_kind, batch_size=rows, capacity=capacity)
     stopping = "early stopping" if scenario.search["early_stopping"] else "no early stopping"
     where = f"beam search ({beams} beams, {stopping}) with the {cache_kind.replace('-', ' ')}"
-    with strategies.graded(metrics, subjects=BEAM_SUBJECTS):
+    with strategies.graded(metrics):
         output = beam_search(model, scenario.prompt, scenario.attention_mask, cache=cache, eos_token_id=scenario.end,
                              **scenario.search)
         indices = generation.beam_indices(output)
@@ -228,13 +222,13 @@ def test_crop_then_continue_matches_recomputation(model, window, tokens, compare
     generation.record_past(cache)
     adapter.forward(model, torch.cat([sequence[:, :kept], rejected], dim=1), cache=cache)
     result = overflow.attempt(lambda: generation.crop(cache, cropped), lambda: overflow.cache_state(cache))
-    outcome = strategies.grade(result.error, CROP_SUBJECTS)
+    outcome = strategies.grade(result.error)
     metrics.update(outcome=outcome, exception=overflow.describe(result.error)[:500] if result.error else None)
     what = f"crop({cropped}) of a {cache_kind.replace('-', ' ')} holding {held} tokens (window {window})"
     if result.error is not None:
         refusal_failure(result, outcome, what, needs_evicted_positions=held > window)
         return
-    with strategies.graded(metrics, subjects=CROP_SUBJECTS):
+    with strategies.graded(metrics):
         chunks_against_recomputation(model, cache, sequence, continuation, compare, cached=kept, label=f"after {what}")
 
 
@@ -303,7 +297,7 @@ def test_continuous_batching_matches_greedy_decoding(model, batching_run, compar
     cache (by the untouched model) over the request's sequence so far."""
     run = batching_run
     eos_token_id = adapter.text_config(model.config).eos_token_id
-    with strategies.graded(metrics, subjects=BATCH_SUBJECTS):
+    with strategies.graded(metrics):
         if run.error is not None:
             raise run.error
         for request, (prompt, generated) in enumerate(zip(run.prompts, run.generated, strict=True)):
@@ -328,7 +322,7 @@ def test_static_cache_serves_another_batch_size_after_reset(model, window, token
     made_for, batch_sizes = 3, (3, 1, 2)
     prompt_length, steps = window + 1, window + 2
     cache = adapter.make_static_cache(model, batch_size=made_for, capacity=prompt_length + steps)
-    with strategies.graded(metrics, subjects=BATCH_SUBJECTS):
+    with strategies.graded(metrics):
         for batch_size in batch_sizes:
             adapter.reset(cache)
             prefill_and_decode(model, cache, tokens(batch_size, prompt_length), steps, compare,

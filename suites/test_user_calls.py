@@ -5,10 +5,13 @@ The other suites make the harness's calls: where a release needs a workaround to
 rewritten so that a user's cache is accepted, the cache implementation that works on that release), the adapter
 applies it, because those suites inspect a working cache. This suite makes the plain call instead, so what a user
 meets is what it grades (cache_conformance/user_calls.py): correct (logits equal recomputation without cache, and
-the cache that ran is the kind asked for), refused clearly, crashed, wrong, or substituted (right output, another
-cache: a user's object not used, a growing cache for a static request). Correct and refused clearly conform.
+the cache that ran is the kind asked for), refused clearly, crashed, wrong, substituted (right output, another
+cache: a user's object not used, a growing cache for a static request) or oversized (right output, a static cache
+whose sliding layers hold more than W positions). Correct and refused clearly conform.
 Prompt lookup, assisted decoding and beam search also run on drawn inputs (hypothesis), since where drafts and
-beams land relative to the window decides some failures.
+beams land relative to the window decides some failures. A drafting or beam-search call also records what its inputs
+reached (cache_conformance/coverage.py) and fails as "precondition not met" where they reached none of the regimes
+it certifies: prompt lookup takes the model's own greedy continuation as its prompt, so drafts are accepted.
 """
 
 import pytest
@@ -195,14 +198,14 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
             raised = error
     metrics.update(seen.as_metrics())
     if raised is not None:
-        metrics.update(outcome=strategies.grade(raised, user_calls.SUBJECTS), exception=describe(raised)[:500])
+        metrics.update(outcome=strategies.grade(raised), exception=describe(raised)[:500])
         if metrics["outcome"] == "refused clearly":
             return {}  # a clear refusal conforms
         stage = where if arguments is not None else f"{where}: making the user's {choice.object_class}"
         raise findings.failure(f"crashed: {stage} raised {describe(raised)}", findings.CRASH, where=stage,
                                raised=type(raised).__name__) from raised
     window = adapter.window(model.config)
-    with strategies.graded(metrics, subjects=user_calls.SUBJECTS):
+    with strategies.graded(metrics):
         if "num_beams" in options:
             indices = generation.beam_indices(output)
             strategies.beam_paths_against_recomputation(model, output, indices, torch.ones_like(prompt), compare,
@@ -220,6 +223,11 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
         metrics["outcome"] = "substituted"
         raise findings.failure(f"substituted: {where}: {problem}", "substituted", choice=choice.id,
                                strategy=strategy, caches=seen.classes)
+    problem = user_calls.oversized(choice, seen, model)
+    if problem:
+        metrics["outcome"] = "oversized"
+        raise findings.failure(f"oversized: {where}: {problem}", "oversized", choice=choice.id, strategy=strategy,
+                               caches=seen.classes)
     if certifies:
         coverage.require(reached, certifies, where=where, metrics=metrics)
     return reached
@@ -245,7 +253,7 @@ def test_forward_as_users_call_it(model, window, tokens, compare, metrics, choic
 
     where = f"forward() one token per call with {choice.id}, no cache_position (W={window})"
     metrics.update(choice=choice.id, strategy="forward", prompt_length=prompt.shape[1])
-    with strategies.graded_where_a_clear_refusal_conforms(metrics, subjects=user_calls.SUBJECTS):
+    with strategies.graded_where_a_clear_refusal_conforms(metrics):
         arguments = choice.arguments(model, batch_size=1, capacity=prompt.shape[1] + steps)
         passed["cache"] = arguments.get(adapter.CACHE_KEYWORD)
         one_token_per_call(model, step, prompt, steps, compare, label=where)

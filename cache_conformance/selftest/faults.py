@@ -293,6 +293,21 @@ def _crop_one_too_many_across_the_window_edge(crop):
     return patched
 
 
+def _second_draft_value_lost(update):
+    """A verifying call (a cache that already holds tokens, fed the last token and two drafts or more) stores zeros
+    as the value of the second draft: wrong only where that draft is kept, i.e. where a step accepts several drafts
+    at once (a rejected one is rolled back with its zeros)."""
+
+    @functools.wraps(update)
+    def patched(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if key_states.shape[-2] >= 3 and self.get_seq_length(layer_idx) > 0:
+            value_states = value_states.clone()
+            value_states[:, :, 2] = 0
+        return update(self, key_states, value_states, layer_idx, *args, **kwargs)
+
+    return patched
+
+
 def _reorder_one_step_late(reorder_cache):
     """Beam search's reorder applies the previous step's beam indices (the first step's none): each beam
     continues on the cache of the beam it descended from one step earlier."""
@@ -464,6 +479,12 @@ CATALOGUE = {
             "crop-one-short",
             "crop() removes one position fewer than asked: a rolled-back draft stays in the cache and in its length",
             _method_replaced(generation.croppable_cache_classes, "crop", _crop_one_short),
+        ),
+        Fault(
+            "second-draft-lost-when-several-are-accepted",
+            "the default (dynamic) cache stores zeros as the value of the second draft a verifying call feeds: only a "
+            "step that accepts several drafts at once keeps it",
+            _method_replaced(lambda: [transformers.DynamicCache], "update", _second_draft_value_lost),
         ),
         Fault(
             "beam-reorder-one-step-late",
