@@ -130,16 +130,22 @@ def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, comp
         kind = "the model's greedy continuation" if agreeing else f"a block of {period} repeated"
         where = (f"generate() with {choice.id}, {strategy} {shown}, a prompt of {length} tokens ({kind}, token seed "
                  f"{token_seed}), {new_tokens} new tokens (W={window})")
-        reached.append(call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=new_tokens,
-                                      options=options, where=where))
-        for regime, count in reached[-1].get("regimes", {}).items():
+        ran = call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=new_tokens,
+                             options=options, where=where)
+        if ran is None:
+            return  # refused clearly: nothing ran
+        reached.append(ran)
+        for regime, count in ran.get("regimes", {}).items():
             event(f"reached {regime}")
             target(float(count), label=regime)
-        target(float(reached[-1].get("longest_accepted_run", 0)), label="longest accepted run")
+        target(float(ran.get("longest_accepted_run", 0)), label="longest accepted run")
 
     drawn_call()
+    if not reached:
+        metrics["outcome"] = "refused clearly"  # every drawn call was refused clearly: the release conforms
+        return
     coverage.require(coverage.merged(reached), DRAWN_CERTIFIES[strategy], metrics=metrics,
-                     where=f"{len(reached)} drawn calls of {strategy} (W={window})")
+                     where=f"{len(reached)} drawn calls of {strategy} that ran (W={window})")
 
 
 DRAWN_CERTIFIES = {
@@ -179,11 +185,11 @@ def test_multimodal_generate_as_users_call_it(multimodal_model, multimodal_windo
 
 
 def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where,
-                   prompt_images=None, certifies=()) -> dict:
+                   prompt_images=None, certifies=()) -> dict | None:
     """Make the call as a user writes it and grade it: a clear refusal returns; a crash, a wrong result or a
     substituted cache fails with `where` in the message. `prompt_images`: the prompt's images (place_images).
-    Returns what a correct call's inputs reached (coverage; empty for a refusal); with `certifies`, a correct call
-    that reached none of those regimes fails as "precondition not met"."""
+    Returns what a correct call's inputs reached (coverage), None for a clear refusal; with `certifies`, a correct
+    call that reached none of those regimes fails as "precondition not met"."""
     if prompt_images is not None:
         options = {**options, "pixel_values": prompt_images.pixel_values, "token_type_ids": prompt_images.token_types}
     metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
@@ -200,7 +206,7 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
     if raised is not None:
         metrics.update(outcome=strategies.grade(raised), exception=describe(raised)[:500])
         if metrics["outcome"] == "refused clearly":
-            return {}  # a clear refusal conforms
+            return None  # a clear refusal conforms
         stage = where if arguments is not None else f"{where}: making the user's {choice.object_class}"
         raise findings.failure(f"crashed: {stage} raised {describe(raised)}", findings.CRASH, where=stage,
                                raised=type(raised).__name__) from raised
