@@ -4,6 +4,7 @@ calls, recorded with every check as `metrics["api"]` and tabled by the report (A
 from __future__ import annotations
 
 import inspect
+import re
 
 import transformers
 
@@ -29,3 +30,36 @@ def parameters(function) -> str:
     except (TypeError, ValueError):  # a property or builtin: offered, parameters unknown
         return "()"
     return f"({', '.join(names)})"
+
+
+# The members of a cache object users call, each called by its own name on every release that has it (no
+# translation): their presence, deprecation and answers per release are the report's API-surface table.
+USERS_MEMBERS = ("get_seq_length", "get_max_cache_shape", "get_max_length", "max_cache_len", "max_batch_size",
+                 "reset", "crop", "reorder_cache", "batch_repeat_interleave", "batch_select_indices",
+                 "to_legacy_cache", "from_legacy_cache", "is_compileable")
+DEPRECATION = re.compile(r"deprecat", re.IGNORECASE)
+
+
+def member_of_object(cache, name: str) -> dict:
+    """What the installed release offers as `name` on a user's cache object (class members and instance
+    attributes alike): `member`'s record, with `state` "present", "deprecated" (its code or documentation says it is
+    deprecated) or "absent"."""
+    owner = type(cache).__name__
+    if not hasattr(cache, name):
+        return {"owner": owner, "member": name, "signature": None, "state": "absent",
+                "release": transformers.__version__}
+    found = getattr(type(cache), name, None)
+    if isinstance(found, property):
+        found = found.fget
+    signature = parameters(found) if callable(found) else "(attribute)"
+    return {"owner": owner, "member": name, "signature": signature,
+            "state": "deprecated" if _says_deprecated(found) else "present", "release": transformers.__version__}
+
+
+def _says_deprecated(member) -> bool:
+    """Whether a member's own source (its warnings) or documentation calls it deprecated."""
+    try:
+        text = inspect.getsource(member)
+    except (OSError, TypeError):
+        text = getattr(member, "__doc__", None) or ""
+    return DEPRECATION.search(text) is not None

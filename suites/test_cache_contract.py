@@ -160,3 +160,52 @@ def test_rewind_rewrites_the_end_or_refuses_clearly(model, tokens, compare, metr
         compare.logits_close(output.logits, reference, positions=positions.tolist(),
                              where=f"{cache_class}: forward() rewinding {sequence.shape[1]} tokens to "
                                    f"cache_position={positions.tolist()}")
+
+
+# How a user calls each member (contract.USERS_MEMBERS) on a cache holding one row; each returns the value to record.
+MEMBER_CALLS = {
+    "get_seq_length": lambda cache: cache.get_seq_length(),
+    "get_max_cache_shape": lambda cache: cache.get_max_cache_shape(),
+    "get_max_length": lambda cache: cache.get_max_length(),
+    "max_cache_len": lambda cache: cache.max_cache_len,
+    "max_batch_size": lambda cache: cache.max_batch_size,
+    "reset": lambda cache: cache.reset(),
+    "crop": lambda cache: cache.crop(-1),
+    "reorder_cache": lambda cache: cache.reorder_cache(torch.tensor([0])),
+    "batch_repeat_interleave": lambda cache: cache.batch_repeat_interleave(1),
+    "batch_select_indices": lambda cache: cache.batch_select_indices(torch.tensor([0])),
+    "to_legacy_cache": lambda cache: len(cache.to_legacy_cache()),
+    "from_legacy_cache": lambda cache: type(cache.from_legacy_cache(
+        tuple(adapter.layer_storage(cache, layer) for layer in range(adapter.layer_count(cache))))).__name__,
+    "is_compileable": lambda cache: cache.is_compileable,
+}
+
+
+@pytest.mark.parametrize("member", contract.USERS_MEMBERS)
+def test_member_users_call_answers_by_its_name(model, tokens, compare, metrics, cache_class, member):
+    """Each member users call, called by its own name on a user's filled cache object: present, deprecated or
+    absent on this release (metrics.api; the report shows additions, deprecations and removals release by
+    release), and where present it answers or refuses clearly, without crashing. Its answer is recorded
+    (metrics.answer); what the answers must be is judged by the checks above, member by member."""
+    window = adapter.window(model.config)
+    with graded(metrics):  # the prompt only: what the cache then holds is the checks above's business
+        cache = generation.user_cache_object(model, cache_class, batch_size=1,
+                                             capacity=scenarios.contract_prompt(window) + ROOM)
+        adapter.forward(model, tokens(1, scenarios.contract_prompt(window)), cache=cache)
+    metrics["api"] = contract.member_of_object(cache, member)
+    if metrics["api"]["state"] == "absent":
+        pytest.skip(f"{cache_class} offers no {member} on transformers {adapter.INSTALLED}")
+    with graded(metrics):
+        answer = MEMBER_CALLS[member](cache)
+        metrics["answer"] = answer if isinstance(answer, int | str | bool | type(None)) else repr(answer)[:200]
+
+
+def test_batch_select_indices_keeps_the_rows_selected(model, tokens, compare, metrics, cache_class):
+    """batch_repeat_interleave(2) then batch_select_indices([1]) (as contrastive search and users who fork a
+    sequence call them): the cache holds the one row again, so the next token decodes like recomputation."""
+    offered_or_skip(metrics, cache_class, "batch_select_indices")
+    with graded(metrics):
+        cache, sequence = filled(model, tokens, compare, cache_class, batch=2, label=f"{cache_class} before select")
+        cache.batch_select_indices(torch.tensor([1], device=sequence.device))
+        next_token_against_recomputation(model, cache, sequence[1:], tokens(1, 1), compare,
+                                         where=f"{cache_class}: the token after batch_select_indices([1])")

@@ -284,12 +284,44 @@ def test_the_api_surface_tables_each_member_per_release_and_frames_a_change(tmp_
     assert errors == []
     surface = page.api_surface([page.column(n, run) for n, run in enumerate(loaded)])
     assert surface["releases"] == ["4.50.3", "5.0.0", "5.25.0"]
+    plain = {"deprecated": False, "removed_undeprecated": False}
     assert surface["rows"] == [
-        {"member": "StaticCache.crop", "cells": [{"signature": None, "changed": False},
-                                                 {"signature": "(max_length)", "changed": True},
-                                                 {"signature": "(tokens_to_remove)", "changed": True}]},
-        {"member": "StaticCache.reset", "cells": [{"signature": "()", "changed": False}] * 3},
+        {"member": "StaticCache.crop", "cells": [{"signature": None, "changed": False, **plain},
+                                                 {"signature": "(max_length)", "changed": True, **plain},
+                                                 {"signature": "(tokens_to_remove)", "changed": True, **plain}]},
+        {"member": "StaticCache.reset", "cells": [{"signature": "()", "changed": False, **plain}] * 3},
     ]
     assert main(["--results", str(folder), "--output", str(tmp_path / "site")]) == 0
     html = (tmp_path / "site" / "index.html").read_text()
     assert '<td class="changed"><code>(tokens_to_remove)</code></td>' in html
+
+
+@pytest.mark.parametrize(("states", "flagged"), [
+    (["present", "present", None], [False, False, True]),  # gone without warning: a finding
+    (["present", "deprecated", None], [False, False, False]),  # deprecated first: announced
+    (["present", None, None], [False, True, False]),  # flagged once, where it went
+])
+def test_the_api_surface_flags_a_member_removed_without_a_deprecation_first(tmp_path, states, flagged):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for version, state in zip(("5.11.0", "5.12.0", "5.13.0"), states, strict=True):
+        api = {"owner": "StaticCache", "member": "get_max_cache_shape", "signature": "()" if state else None,
+               "state": state or "absent"}
+        record = {"id": "suites/test_cache_contract.py::test_member[float32-cpu-eager-StaticCache]",
+                  "outcome": "passed" if state else "skipped", "check": "suites/test_cache_contract.py::test_member",
+                  "suite": "cache_contract", "params": {"dtype": "float32", "device": "cpu", "attn": "eager"},
+                  "metrics": {"api": api}}
+        (folder / f"transformers-{version}.json").write_text(json.dumps(
+            {"format": 1, "run_info": {"transformers": version}, "tests": [record]}))
+    loaded, _ = load_results(folder)
+    [row] = page.api_surface([page.column(n, run) for n, run in enumerate(loaded)])["rows"]
+    assert [cell["removed_undeprecated"] for cell in row["cells"]] == flagged
+    assert [cell["deprecated"] for cell in row["cells"]] == [state == "deprecated" for state in states]
+
+
+def test_a_strategy_checks_coverage_is_shown_beside_its_verdict():
+    coverage = {"calls": 3, "longest_accepted_run": 6, "regimes": {"several-accepted": 2, "rollback": 1},
+                "certifies": ["several-accepted"]}
+    [line] = page.metric_lines({"coverage": coverage})
+    assert line == ("coverage: reached *several-accepted 2, rollback 1 (certifies several-accepted; * a certified "
+                    "regime); calls 3, longest accepted run 6")

@@ -206,6 +206,8 @@ def metric_lines(metrics: dict) -> list[str]:
     """Metrics as sentences: a difference against its tolerance, bytes against a threshold, then the rest."""
     rest = {k: v for k, v in metrics.items() if k not in ("series", "series_unit")}
     lines = []
+    if isinstance(rest.get("coverage"), dict):
+        lines.append(coverage_line(rest.pop("coverage")))
     if "max_abs_diff" in rest and "atol" in rest:
         diff, atol, rtol = rest.pop("max_abs_diff"), rest.pop("atol"), rest.pop("rtol", 0)
         lines.append(f"max abs diff {diff:.4g} against tolerance atol {atol} + rtol {rtol}·|expected|")
@@ -217,6 +219,17 @@ def metric_lines(metrics: dict) -> list[str]:
                         if isinstance(threshold, int | float) else ""))
     lines += [f"{key}: {json.dumps(value)[:300]}" for key, value in rest.items()]
     return lines
+
+
+def coverage_line(coverage: dict) -> str:
+    """What a strategy check's inputs reached, beside the regimes it certifies (cache_conformance/coverage.py)."""
+    reached = coverage.get("regimes") or {}
+    certifies = coverage.get("certifies") or []
+    shown = ", ".join(f"{'*' if name in certifies else ''}{name} {count}" for name, count in reached.items())
+    figures = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in coverage.items()
+                        if name not in ("regimes", "certifies"))
+    return (f"coverage: reached {shown or 'no regime'} (certifies {', '.join(certifies) or '-'}; * a certified "
+            f"regime){'; ' + figures if figures else ''}")
 
 
 def series_chart(metrics: dict, title: str):
@@ -313,22 +326,30 @@ def deprecations(columns: list[dict]) -> dict:
 def api_surface(columns: list[dict]) -> dict:
     """What each release offers under each member of the cache contract a user calls (metrics.api of the
     cache-contract suite): {"releases": [...], "rows": [{"member": "StaticCache.crop", "cells": [{"signature":
-    "(max_length)" or None where the release lacks it or "" where it was not recorded, "changed": differs from
-    the release before}]}]}."""
+    "(max_length)" or None where the release lacks it or "" where it was not recorded, "deprecated": the release
+    says it is deprecated, "changed": differs from the release before, "removed_undeprecated": gone here although
+    no earlier release deprecated it (a finding)}]}]}."""
     releases = [col for col in columns if not col["run"].crashed]
-    offered: dict[str, dict[int, str | None]] = defaultdict(dict)
+    offered: dict[str, dict[int, dict]] = defaultdict(dict)
     for n, col in enumerate(releases):
         for record in col["run"].tests.values():
             api = (record.get("metrics") or {}).get("api")
             if isinstance(api, dict) and isinstance(api.get("owner"), str) and isinstance(api.get("member"), str):
-                offered[f"{api['owner']}.{api['member']}"][n] = api.get("signature")
+                known = offered[f"{api['owner']}.{api['member']}"]
+                if "state" in api or n not in known:  # a member's own record (with its state) over another's
+                    known[n] = api
     rows = []
     for member in sorted(offered):
-        cells, before = [], ""
+        cells, before, deprecated_before = [], "", False
         for n in range(len(releases)):
-            signature = offered[member].get(n, "")
-            cells.append({"signature": signature, "changed": n > 0 and "" not in (before, signature)
-                          and signature != before})
+            api = offered[member].get(n)
+            signature = api.get("signature") if api else ""
+            deprecated = bool(api) and api.get("state") == "deprecated"
+            removed = signature is None and before not in ("", None)
+            cells.append({"signature": signature, "deprecated": deprecated,
+                          "changed": n > 0 and "" not in (before, signature) and signature != before,
+                          "removed_undeprecated": removed and not deprecated_before})
+            deprecated_before = deprecated_before or deprecated
             before = signature if signature != "" else before
         rows.append({"member": member, "cells": cells})
     return {"releases": [col["release"] for col in releases], "rows": rows}

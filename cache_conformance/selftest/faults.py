@@ -336,6 +336,16 @@ def _reorder_skips_sliding_layers(reorder_cache):
     return patched
 
 
+def _select_ignores_the_indices(batch_select_indices):
+    """batch_select_indices keeps the first rows, as many as asked for, whichever rows were named."""
+
+    @functools.wraps(batch_select_indices)
+    def patched(self, indices, *args, **kwargs):
+        return batch_select_indices(self, torch.arange(len(indices), device=indices.device), *args, **kwargs)
+
+    return patched
+
+
 def _storage_reallocated_each_step(update):
     """After each update the layer's keys and values live in fresh copies: same contents, new storage."""
 
@@ -524,6 +534,13 @@ CATALOGUE = {
             "the static cache class's reorder_cache (beam search's, and a user's call) leaves the sliding layers' rows "
             "where they were; every other class reorders every layer",
             _method_replaced(lambda: [generation.static_cache_class()], "reorder_cache", _reorder_skips_sliding_layers),
+        ),
+        Fault(
+            "batch-select-keeps-the-first-rows",
+            "DynamicCache.batch_select_indices (a member the harness and the adapter never call) keeps the first rows "
+            "rather than the rows named",
+            _method_replaced(lambda: [transformers.DynamicCache], "batch_select_indices",
+                             _select_ignores_the_indices),
         ),
         Fault(
             "static-request-served-by-a-growing-cache",
