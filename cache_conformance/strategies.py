@@ -48,12 +48,29 @@ def refusal_is_clear(error: BaseException) -> bool:
     return on_purpose and named and raised_by_transformers(error)
 
 
-def grade(error: BaseException | None) -> str:
-    """The outcome of a strategy's call that raised `error` (None: it returned): correct, refused clearly or
-    crashed. (Wrong is for the comparisons afterwards to say.)"""
+# A refusal that says what the call passed: "Passing both `a` and `b`", "`a` was passed".
+SAYS_PASSED = re.compile(r"\b(?:passing|passed|both)\b[^.]*", re.IGNORECASE)
+
+
+def arguments_named_but_not_passed(error: BaseException, passed: set[str]) -> list[str]:
+    """The generate() arguments a refusal says the call passed (in backticks, in a sentence about passing) that it
+    did not pass."""
+    named = {name for sentence in SAYS_PASSED.findall(str(error)) for name in re.findall(r"`(\w+)`", sentence)}
+    arguments = set(vars(transformers.GenerationConfig())) | {"past_key_values", "cache", "assistant_model"}
+    return sorted(name for name in named & arguments if name not in passed)
+
+
+def grade(error: BaseException | None, *, passed: set[str] | None = None) -> str:
+    """The outcome of a strategy's call that raised `error` (None: it returned): correct, refused clearly, refused
+    misleadingly (a clear refusal whose message says the call passed an argument it did not; only where `passed`,
+    the arguments the call passed, is known) or crashed. (Wrong is for the comparisons afterwards to say.)"""
     if error is None:
         return "correct"
-    return "refused clearly" if refusal_is_clear(error) else "crashed"
+    if not refusal_is_clear(error):
+        return "crashed"
+    if passed is not None and arguments_named_but_not_passed(error, passed):
+        return "refused misleadingly"
+    return "refused clearly"
 
 
 @contextlib.contextmanager

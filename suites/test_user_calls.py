@@ -204,10 +204,16 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
             raised = error
     metrics.update(seen.as_metrics())
     if raised is not None:
-        metrics.update(outcome=strategies.grade(raised), exception=describe(raised)[:500])
+        passed = {"max_new_tokens", *(arguments or {}), *options}
+        metrics.update(outcome=strategies.grade(raised, passed=passed), exception=describe(raised)[:500])
         if metrics["outcome"] == "refused clearly":
             return None  # a clear refusal conforms
         stage = where if arguments is not None else f"{where}: making the user's {choice.object_class}"
+        if metrics["outcome"] == "refused misleadingly":
+            named = strategies.arguments_named_but_not_passed(raised, passed)
+            raise findings.failure(f"refused misleadingly: {stage} raised {describe(raised)}: it names {named}, "
+                                   f"which the call did not pass", "misleading refusal", where=stage,
+                                   named=named) from raised
         raise findings.failure(f"crashed: {stage} raised {describe(raised)}", findings.CRASH, where=stage,
                                raised=type(raised).__name__) from raised
     window = adapter.window(model.config)

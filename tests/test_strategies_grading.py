@@ -45,6 +45,16 @@ def test_a_low_level_type_is_a_crash_even_from_transformers():
     assert strategies.grade(error) == "crashed"
 
 
+def test_a_refusal_that_says_the_call_passed_what_it_did_not_is_misleading():
+    error = ValueError("Passing both `cache_implementation` (used to initialize certain caches) and "
+                       "`past_key_values` (a Cache object) is unsupported. Please use only one of the two.")
+    error.__traceback__ = transformers_refusal().__traceback__  # raised by transformers' own code
+    assert strategies.grade(error, passed={"past_key_values", "max_new_tokens"}) == "refused misleadingly"
+    assert strategies.arguments_named_but_not_passed(error, {"past_key_values"}) == ["cache_implementation"]
+    assert strategies.grade(error, passed={"past_key_values", "cache_implementation"}) == "refused clearly"
+    assert strategies.grade(error) == "refused clearly"  # what was passed is not known
+
+
 def test_no_error_is_correct():
     assert strategies.grade(None) == "correct"
 
