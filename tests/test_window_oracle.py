@@ -9,11 +9,14 @@ from cache_conformance import adapter
 from cache_conformance.decoding import random_tokens
 from cache_conformance.window_oracle import (
     UNUSED,
+    ContentTolerance,
     Window,
     attention_output_changes,
     check_layer,
+    checkpoint_tolerance,
     content_tolerance,
     held_positions,
+    indistinct_positions,
     oracle_keys_values,
 )
 
@@ -107,3 +110,38 @@ def test_a_perturbed_pass_stops_at_its_layer_and_a_run_that_skips_the_model_is_r
 
     with pytest.raises(RuntimeError, match="ended without layer 0's attention"):
         attention_output_changes(model, lambda: None, query=5, perturbed=[0])
+
+
+def stand_in_oracle(position_values: list[float]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One layer, one row, one head, head_dim 1: position p's key and value are both position_values[p]."""
+    keys = torch.tensor(position_values)[None, None, :, None]
+    return [(keys, keys.clone())]
+
+
+class StandInCache:
+    """A one-layer cache whose slots hold `stored` (keys and values alike), read through adapter.layer_storage."""
+
+    def __init__(self, stored: list[float]):
+        self.keys = torch.tensor(stored)[None, None, :, None]
+
+
+def test_a_slot_is_read_as_its_best_match_not_the_latest_within_the_tolerance(monkeypatch):
+    monkeypatch.setattr(adapter, "layer_storage", lambda cache, layer: (cache.keys, cache.keys))
+    oracle = stand_in_oracle([1.0, 1.5, 9.0])  # positions 0 and 1 lie within the tolerance 0.6 of each other
+    found = held_positions(StandInCache([1.05, 1.45, 0.0]), 0, oracle, 0, ContentTolerance(atol=0.6))
+    assert found == [0, 1, UNUSED]
+
+
+def test_positions_closer_than_twice_the_tolerance_are_named_instead_of_judged():
+    tolerance = ContentTolerance(atol=0.6)
+    assert indistinct_positions(stand_in_oracle([1.0, 3.0, 5.0]), tolerance) is None
+    line = indistinct_positions(stand_in_oracle([1.0, 4.0, 3.5]), tolerance)
+    assert line.startswith("not judged: on this checkpoint positions 1 and 2 (layer 0, batch 0) lie 0.5 apart")
+    padded_first = torch.tensor([[0, 1, 1]])  # the close pair includes a padded position: not a real one
+    assert indistinct_positions(stand_in_oracle([2.9, 3.0, 5.0]), tolerance, padded_first) is None
+
+
+def test_the_tolerance_grows_with_the_checkpoints_magnitudes_and_never_shrinks():
+    base = content_tolerance(torch.bfloat16).atol
+    assert checkpoint_tolerance(stand_in_oracle([1.0, -2.0]), torch.bfloat16).atol == base
+    assert checkpoint_tolerance(stand_in_oracle([14.0, -2.0]), torch.bfloat16).atol == pytest.approx(2 * base)
