@@ -4,8 +4,9 @@ from its near miss, and the precondition fails a check whose inputs reached none
 import pytest
 import torch
 
-from cache_conformance import coverage, findings
+from cache_conformance import coverage, expectations, findings
 from cache_conformance.decoding import new_tokens_as_asked
+from cache_conformance.releases import evidence
 
 PROMPT = [10, 11, 12]
 SEQUENCE = [*PROMPT, 20, 21, 22, 23, 24]
@@ -88,3 +89,32 @@ def test_greedy_decoding_returns_as_many_tokens_as_asked(generated, message):
     else:
         with pytest.raises(AssertionError, match=message):
             new_tokens_as_asked(sequences, 2, 4, 1, where="call")
+
+
+# The default run's checks that record what their inputs reached (cache_conformance/coverage.py), by test function.
+CHECKS_WITH_COVERAGE = ("test_assisted_decoding_matches_recomputation",
+                        "test_prompt_lookup_decoding_matches_recomputation",
+                        "test_beam_search_matches_recomputation", "test_drawn_calls_are_correct_or_refused_clearly")
+DRAFTING_USER_CALLS = ("-prompt-lookup-", "-assisted-")
+
+
+def test_no_check_of_the_adopted_release_passed_without_reaching_a_regime_it_certifies():
+    """Read from the committed raw scan: on the adopted release, every strategy check that ran to a verdict (a
+    pass, or a finding about transformers) recorded its coverage and reached a regime it certifies; none failed as
+    "precondition not met". Refusals and crashes reach nothing and certify nothing."""
+    adopted = expectations.load(expectations.DEFAULT_PATH).adopted
+    records = evidence.committed_runs()[adopted]
+    judged = []
+    for record in records:
+        function = record["id"].split("::")[1].split("[")[0]
+        if function not in CHECKS_WITH_COVERAGE and not (
+                function == "test_generate_as_users_call_it" and any(s in record["id"] for s in DRAFTING_USER_CALLS)):
+            continue
+        metrics = record.get("metrics") or {}
+        assert metrics.get("outcome") != "precondition not met", f"{record['id']}: {record.get('message', '')[:300]}"
+        if metrics.get("outcome") in ("correct", "wrong", "substituted", "oversized") or record["outcome"] == "passed":
+            covered = metrics.get("coverage") or {}
+            reached = [regime for regime in covered.get("certifies", []) if covered.get("regimes", {}).get(regime)]
+            assert reached, f"{record['id']} ({metrics.get('outcome')}) recorded no certified regime: {covered}"
+            judged.append(record["id"])
+    assert len(judged) >= 20, f"only {len(judged)} strategy checks of {adopted} ran to a verdict in the scan"
