@@ -12,7 +12,6 @@ A strategy's run ends one of four ways, graded apart (`graded`):
 from __future__ import annotations
 
 import contextlib
-import copy
 import re
 import traceback
 from pathlib import Path
@@ -60,6 +59,17 @@ def arguments_named_but_not_passed(error: BaseException, passed: set[str]) -> li
     return sorted(name for name in named & arguments if name not in passed)
 
 
+TORCH_SOURCE = Path(torch.__file__).resolve().parent
+
+
+def asserted_upstream(error: AssertionError) -> bool:
+    """Whether an AssertionError was raised by an assert inside torch or transformers ("Torch not compiled with CUDA
+    enabled"), not by a comparison of the suites'."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and any(Path(frames[-1].filename).resolve().is_relative_to(folder)
+                                for folder in (TORCH_SOURCE, TRANSFORMERS_SOURCE))
+
+
 def grade(error: BaseException | None, *, passed: set[str] | None = None) -> str:
     """The outcome of a strategy's call that raised `error` (None: it returned): correct, refused clearly, refused
     misleadingly (a clear refusal whose message says the call passed an argument it did not; only where `passed`,
@@ -84,7 +94,10 @@ def graded(metrics: dict):
     except AssertionError as error:
         cause = error.__cause__
         step_raised = (findings.of(error) or {}).get("kind") == findings.CRASH  # decoding.located; torch's asserts too
-        if cause is None or (isinstance(cause, AssertionError) and not step_raised):
+        if cause is None and asserted_upstream(error):  # torch's own assert ("not compiled with CUDA")
+            metrics["outcome"] = "crashed"
+            metrics["exception"] = describe(error)[:500]
+        elif cause is None or (isinstance(cause, AssertionError) and not step_raised):
             metrics["outcome"] = "wrong"
         else:  # a step that raised, named by decoding.located
             metrics["outcome"] = grade(cause)
@@ -115,11 +128,20 @@ def agreeing_assistant(model, drafts: int):
     """A copy of `model` as its own assistant: it agrees with every step. Its generation config asks for `drafts`
     drafts every step, without the confidence threshold that stops drafting where a tiny model's probabilities are
     flat (so that several drafts are accepted at once)."""
-    assistant = copy.deepcopy(model)
+    assistant = copy_of(model)
     assistant.generation_config.num_assistant_tokens = drafts
     assistant.generation_config.num_assistant_tokens_schedule = "constant"
     assistant.generation_config.assistant_confidence_threshold = 0.0
     return assistant
+
+
+def copy_of(model):
+    """A new model with `model`'s configuration and weights (dtype, device, eval mode): not copy.deepcopy, which
+    also copies whatever a release left on the model (a cache generate() kept, holding a torch.Stream that cannot be
+    copied)."""
+    copied = type(model)(model.config).to(dtype=model.dtype, device=model.device)
+    copied.load_state_dict(model.state_dict())
+    return copied.eval()
 
 
 class FedTokens:

@@ -192,6 +192,8 @@ def test_member_users_call_answers_by_its_name(model, tokens, compare, metrics, 
         cache = generation.user_cache_object(model, cache_class, batch_size=1,
                                              capacity=scenarios.contract_prompt(window) + ROOM)
         adapter.forward(model, tokens(1, scenarios.contract_prompt(window)), cache=cache)
+    if metrics["outcome"] == "refused clearly":
+        return  # the class refused the prompt clearly: no object to ask
     metrics["api"] = contract.member_of_object(cache, member)
     if metrics["api"]["state"] == "absent":
         pytest.skip(f"{cache_class} offers no {member} on transformers {adapter.INSTALLED}")

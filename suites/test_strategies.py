@@ -23,7 +23,6 @@ The outcome is in the results file; a failure message starts with it.
 - One cache, another batch: a static cache made for 3 rows serves 3, then after reset() 1, then 2.
 """
 
-import copy
 from dataclasses import dataclass
 
 import pytest
@@ -95,7 +94,7 @@ def test_assisted_decoding_keeps_the_assistants_sliding_layers_within_the_window
     back by generate(), must not grow in the sliding layers with the number of tokens generated (5.25 stopped
     trimming it after fully accepted drafts). Control: the full-attention layers of the same cache do grow, so the
     probe sees growth where there is some."""
-    assistant = copy.deepcopy(model)
+    assistant = strategies.copy_of(model)
     prompt = tokens(1, window + 2)
     most = {}
     for new_tokens in (2 * window, 4 * window):

@@ -127,3 +127,14 @@ def test_where_a_clear_refusal_conforms_it_passes_and_anything_else_fails(error,
     else:
         with pytest.raises(AssertionError, match="crashed: builtins.IndexError"):
             graded_call()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch that asserts it has no CUDA")
+def test_an_assert_inside_torch_is_a_crash_not_a_wrong_result():
+    metrics = {}
+    with pytest.raises(AssertionError, match="^crashed: "), strategies.graded(metrics):
+        torch.cuda.current_device()  # AssertionError: Torch not compiled with CUDA enabled
+    assert metrics["outcome"] == "crashed"
+    with pytest.raises(AssertionError, match="^wrong: "), strategies.graded(metrics):
+        raise AssertionError("max abs diff 2.0 exceeds tolerance")  # the harness's own comparison
+    assert metrics["outcome"] == "wrong"
