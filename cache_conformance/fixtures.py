@@ -3,6 +3,7 @@ the comparison and the metrics that go into the results file, and the reference-
 
 from __future__ import annotations
 
+import copy
 import zlib
 from pathlib import Path
 
@@ -93,16 +94,30 @@ def multimodal_model(target, pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def draft_model(target, model):
+def loaded_draft_model(target, model):
     """The embedded draft model of assisted decoding (the embedded text model's first sliding and full layer) in
-    the target's dtype and device; skips when the checkpoint's vocabulary is not the draft's (a draft proposes token
-    ids, so it must share the vocabulary)."""
+    the target's dtype and device, and its generation config as loaded; skips when the checkpoint's vocabulary is
+    not the draft's (a draft proposes token ids, so it must share the vocabulary)."""
     draft = adapter.load_model(checkpoint.DRAFT_EMBEDDED, dtype=target.dtype, device=target.device,
                                attn_implementation=target.attn_implementation)
     vocabulary, draft_vocabulary = (adapter.text_config(m.config).vocab_size for m in (model, draft))
     if vocabulary != draft_vocabulary:
         pytest.skip(f"assisted decoding needs a draft model with the checkpoint's vocabulary ({vocabulary} tokens); "
                     f"the embedded draft has {draft_vocabulary}")
+    return draft, copy.deepcopy(draft.generation_config)
+
+
+@pytest.fixture
+def draft_model(loaded_draft_model):
+    """The draft model with the generation config it was loaded with: assisted decoding's heuristic schedule rewrites
+    the assistant's own `num_assistant_tokens` after every call, so a draft shared as it was left would carry one
+    check's (or drawn call's: call `fresh_draft` again) schedule into the next, and outcomes would depend on order."""
+    return fresh_draft(loaded_draft_model)
+
+
+def fresh_draft(loaded_draft_model):
+    draft, as_loaded = loaded_draft_model
+    draft.generation_config = copy.deepcopy(as_loaded)
     return draft
 
 

@@ -27,6 +27,7 @@ from cache_conformance.decoding import (
     one_token_per_call,
     random_tokens,
 )
+from cache_conformance.fixtures import fresh_draft
 from cache_conformance.overflow import describe
 
 CHOICES = user_calls.cache_choices()
@@ -119,8 +120,9 @@ def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, comp
         elif strategy == "assisted":
             assistant = data.draw(st.sampled_from(["draft model", "agreeing copy of the model"]), label="assistant")
             drafts = data.draw(st.integers(1, 2 * window), label="drafts")
-            options = {"assistant_model": request.getfixturevalue("draft_model") if assistant == "draft model"
-                       else agreeing_assistant(request, model, drafts), "num_assistant_tokens": drafts}
+            options = {"assistant_model": fresh_draft(request.getfixturevalue("loaded_draft_model"))
+                       if assistant == "draft model" else agreeing_assistant(request, model, drafts),
+                       "num_assistant_tokens": drafts}
         else:
             options = {"num_beams": data.draw(st.integers(2, 4), label="beams")}
             choice = data.draw(st.sampled_from(CHOICES), label="cache choice")
