@@ -50,6 +50,10 @@ def test_every_entry_explains_a_committed_failure_on_each_scanned_release_it_cla
     assert not replayed.unproven, "\n".join(replayed.unproven[:SHOWN])
 
 
+def test_no_entry_claims_a_test_that_passed_on_a_release_it_covers(replayed):
+    assert not replayed.claimed_passes, "\n".join(replayed.claimed_passes[:SHOWN])
+
+
 def test_evidence_texts_name_only_releases_that_ran(replayed):
     assert not replayed.unscanned, "\n".join(replayed.unscanned)
 
@@ -68,3 +72,15 @@ def test_the_replay_sees_an_unexplained_failure_an_unproven_claim_and_an_unscann
     assert any(line.startswith("expected_failure #1 (suites/test_overflow.py::test_overflow_raises[*")
                for line in found.unproven)
     assert found.unscanned[0].endswith("evidence names 4.49.9, which no committed run ran")
+
+
+def test_the_replay_names_a_pass_that_an_entry_claims(tmp_path):
+    """Positive control of the claimed-passes check: an entry over a test that passed on a release it covers."""
+    path = tmp_path / "expectations.toml"
+    path.write_text('adopted = "5.0.0"\n\n[[expected_failure]]\ntests = ["suites/test_x.py::test_y[*"]\n'
+                    'releases = ">=5.0,<=5.0.0"\nraises = "AssertionError"\nmatch = "wrong"\nreason = "r"\n'
+                    'evidence = "e"\n')
+    record = {"id": "suites/test_x.py::test_y[float32-cpu-eager]", "raw_outcome": "passed", "outcome": "passed"}
+    found = evidence.replay(expectations.load(path), {Version("5.0.0"): [record]})
+    assert found.claimed_passes == ["5.0.0 suites/test_x.py::test_y[float32-cpu-eager]: passed, but an entry "
+                                    "expects it to fail"]

@@ -4,10 +4,11 @@
 
 Evidence is every raw results file committed under reports/scans/ (runs with --no-expectations on every minor
 release; a subfolder holds reruns of some tests, which replace the records above them) and reports/device-runs/
-(runs on lent GPU machines). Replaying them checks two things:
+(runs on lent GPU machines). Replaying them checks three things:
 - every raw failure is explained: the entry that judges the test on that release (as a run would find it) names
   the exception type and message the test raised;
-- every entry explains at least one committed failure on each scanned release its range claims.
+- every entry explains at least one committed failure on each scanned release its range claims;
+- no raw pass is claimed: an entry that judges a test that passed would turn a run of that release red (strict).
 It also lists the full versions an entry's evidence text names that no committed run ran.
 Exit status 0 when all hold, 1 otherwise (each problem one line), 2 on bad input.
 """
@@ -33,6 +34,7 @@ EVIDENCE = (ROOT / "reports" / "scans", ROOT / "reports" / "device-runs")
 class Replay:
     unexplained: list[str]  # raw failures no entry explains
     unproven: list[str]  # (entry, release) pairs with no committed failure the entry explains
+    claimed_passes: list[str]  # raw passes an entry judges as expected failures (a run would be red: XPASS)
     unscanned: list[str]  # versions named in evidence texts that no committed run ran
 
 
@@ -57,8 +59,11 @@ def replay(known: expectations.ExpectationsFile, runs: dict[Version, list[dict]]
     proven = set()  # (entry index, release)
     unexplained = []
     index = {id(entry): number for number, entry in enumerate(known.entries)}
+    claimed_passes = []
     for release, records in sorted(runs.items()):
         for record in records:
+            if record.get("raw_outcome") == "passed" and known.find(record["id"], release) is not None:
+                claimed_passes.append(f"{release} {record['id']}: passed, but an entry expects it to fail")
             if record.get("raw_outcome") not in results.RAW_FAILURES:
                 continue
             entry = explained_by(known, record, release)
@@ -74,7 +79,7 @@ def replay(known: expectations.ExpectationsFile, runs: dict[Version, list[dict]]
     unscanned = [f"expected_failure #{number + 1} ({entry.tests[0]}): evidence names {version}, which no committed "
                  "run ran" for number, entry in enumerate(known.entries)
                  for version in sorted(set(re.findall(r"\b\d+\.\d+\.\d+\b", entry.evidence)) - ran)]
-    return Replay(unexplained, unproven, unscanned)
+    return Replay(unexplained, unproven, claimed_passes, unscanned)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = committed_runs()
     found = replay(known, runs)
-    problems = found.unexplained + found.unproven + found.unscanned
+    problems = found.unexplained + found.unproven + found.claimed_passes + found.unscanned
     for line in problems:
         print(line)
     print(f"{len(runs)} releases, {sum(map(len, runs.values()))} records, {len(known.entries)} entries: "
           f"{len(found.unexplained)} unexplained failures, {len(found.unproven)} unproven claims, "
-          f"{len(found.unscanned)} evidence versions not run")
+          f"{len(found.claimed_passes)} claimed passes, {len(found.unscanned)} evidence versions not run")
     return 1 if problems else 0
 
 
