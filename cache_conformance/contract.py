@@ -37,7 +37,9 @@ def parameters(function) -> str:
 USERS_MEMBERS = ("get_seq_length", "get_max_cache_shape", "get_max_length", "max_cache_len", "max_batch_size",
                  "reset", "crop", "reorder_cache", "batch_repeat_interleave", "batch_select_indices",
                  "to_legacy_cache", "from_legacy_cache", "is_compileable")
-DEPRECATION = re.compile(r"deprecat", re.IGNORECASE)
+# What a member's own code or documentation says when it is deprecated: "`x` is deprecated, and will be removed in
+# version 5.16" (a warning it issues when called). A note to deprecate it some day ("TODO: deprecate") is not one.
+DEPRECATION = re.compile(r"\bis deprecated\b|\bdeprecated and will be removed\b|\bwill be removed in\b", re.IGNORECASE)
 
 
 def member_of_object(cache, name: str) -> dict:
@@ -57,7 +59,7 @@ def member_of_object(cache, name: str) -> dict:
 
 
 def _says_deprecated(member) -> bool:
-    """Whether a member's own source (its warnings) or documentation calls it deprecated."""
+    """Whether a member's own source (its warnings) or documentation says it is deprecated (DEPRECATION)."""
     try:
         text = inspect.getsource(member)
     except (OSError, TypeError):

@@ -82,5 +82,5 @@ def test_the_replay_names_a_pass_that_an_entry_claims(tmp_path):
                     'evidence = "e"\n')
     record = {"id": "suites/test_x.py::test_y[float32-cpu-eager]", "raw_outcome": "passed", "outcome": "passed"}
     found = evidence.replay(expectations.load(path), {Version("5.0.0"): [record]})
-    assert found.claimed_passes == ["5.0.0 suites/test_x.py::test_y[float32-cpu-eager]: passed, but an entry "
-                                    "expects it to fail"]
+    assert found.claimed_passes == [
+        "5.0.0 suites/test_x.py::test_y[float32-cpu-eager]: passed, but an entry expects it to fail"]
