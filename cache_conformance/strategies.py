@@ -1,11 +1,14 @@
-"""Grading generation strategies that rewind, reorder or page the cache, and the probes that show a strategy did
-what it is checked for (drafts proposed and rejected, hypotheses finished early).
+"""The one grading of every suite that grades calls (strategies, user calls, the cache contract, the quantized
+cache), and the probes that show a strategy did what it is checked for (the tokens each verifying call was fed,
+hypotheses finished early; what drafts reached is cache_conformance/coverage.py).
 
-A strategy's run ends one of four ways, graded apart (`graded`):
+A call ends one of these ways, graded apart (`grade`, `graded`), the same exception on the same call alike everywhere:
 - correct: it ran and every comparison with recomputation held;
 - refused clearly: transformers itself raised a ValueError, RuntimeError or NotImplementedError (or one of its own
-  exceptions) whose message names the cache or the strategy;
-- crashed: any other exception (a TypeError or AttributeError from deep inside, an error raised by torch);
+  exceptions) whose message names the cache, a strategy or an operation on the cache (SUBJECTS);
+- refused misleadingly: such a refusal that says the call passed an argument it did not (where the caller knows what
+  was passed: the user calls);
+- crashed: any other exception (a TypeError or AttributeError from deep inside, an error or assert of torch's);
 - wrong: it ran and a comparison failed.
 """
 

@@ -96,13 +96,13 @@ DRAWN = {
 
 @pytest.mark.parametrize("strategy", [pytest.param(name, marks=mark) for name, mark in DRAWN.items()])
 def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, compare, metrics, strategy):
-    """With no cache choice (what most users write), prompt lookup, assisted decoding and beam search on drawn
-    calls: a prompt around W or 2W long, either the model's own greedy continuation (drafts taken from it are
-    accepted) or a random block repeated, up to 4W new tokens, 1 to 2W drafts (prompt lookup, assisted decoding with
-    the draft model or an agreeing copy of the model) or 2 to 4 beams with a drawn cache choice. Every run is
-    correct or refused clearly; the failure message names the drawn call. The search is steered (hypothesis'
-    `target`) toward long runs of accepted drafts and reorders past the window, and the examples together must reach
-    a regime the check certifies (coverage)."""
+    """Prompt lookup and assisted decoding with no cache choice (what most users write), and beam search with a
+    drawn one, on drawn calls: a prompt around W or 2W long, either the model's own greedy continuation (drafts
+    taken from it are accepted) or a random block repeated, up to 4W new tokens, 1 to 2W drafts (prompt lookup,
+    assisted decoding with the draft model or an agreeing copy of the model) or 2 to 4 beams. Every run is correct
+    or refused clearly; the failure message names the drawn call. The search is steered (hypothesis' `target`)
+    toward long runs of accepted drafts and reorders past the window, and the examples together must reach a regime
+    the check certifies (coverage)."""
     reached, refused = [], []
 
     @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # `compare` keeps the worst case on purpose
