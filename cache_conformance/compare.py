@@ -55,10 +55,15 @@ class Comparison:
             "logits", where=where, position=position, batch=b, difference=worst, limit=self.tolerance.atol,
         )
 
-    def greedy_tokens_match(self, tokens: torch.Tensor, reference_logits: torch.Tensor, *, where: str, positions) -> None:
-        """Where the tolerance demands it, the chosen tokens are the argmax of the recomputed logits."""
+    def greedy_tokens_match(self, tokens: torch.Tensor, reference_logits: torch.Tensor, *, where: str, positions,
+                            forbidden: tuple[int, ...] = ()) -> None:
+        """Where the tolerance demands it, the chosen tokens are the argmax of the recomputed logits, over the tokens
+        generate() was allowed to choose (`forbidden`: end-of-sequence where the harness forced the length)."""
         if not self.tolerance.greedy_tokens_identical:
             return
+        if forbidden:
+            reference_logits = reference_logits.clone()
+            reference_logits[..., list(forbidden)] = float("-inf")
         expected = reference_logits.argmax(-1)
         mismatch = tokens != expected
         if mismatch.any():

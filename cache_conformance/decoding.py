@@ -187,15 +187,20 @@ def one_token_per_call(model, step, prompt, steps: int, compare: Comparison, *, 
 
 
 def generation_against_recomputation(model, prompt_length: int, sequences, step_logits, compare: Comparison, *,
-                                     where: str, images=None, max_new_tokens: int | None = None):
+                                     where: str, images=None, max_new_tokens: int | None = None,
+                                     length_forced: bool = False):
     """Compare generate()'s per-step logits (and, where the tolerance demands it, its greedy tokens) with
     recomputation over the generated sequence (with the prompt's `images`, if any); then, given `max_new_tokens`,
-    that as many tokens came as were asked for (`new_tokens_as_asked`)."""
+    that as many tokens came as were asked for (`new_tokens_as_asked`). `length_forced`: the harness made generate()
+    run to its length (adapter.greedy_generate's min_new_tokens), so end-of-sequence could not be chosen."""
     first = prompt_length - 1  # the logits at the prompt's last position choose the first new token
     reference = recompute(model, sequences[:, :-1], images=images)[:, first:]
     positions = list(range(first, sequences.shape[1] - 1))
     compare.logits_close(step_logits, reference, where=where, positions=positions)
-    compare.greedy_tokens_match(sequences[:, first + 1 :], reference, where=where, positions=positions)
+    eos = adapter.text_config(model.config).eos_token_id
+    forbidden = tuple(eos if isinstance(eos, list) else [eos]) if length_forced else ()
+    compare.greedy_tokens_match(sequences[:, first + 1 :], reference, where=where, positions=positions,
+                                forbidden=forbidden)
     if max_new_tokens is not None:
         new_tokens_as_asked(sequences, prompt_length, max_new_tokens,
                             adapter.text_config(model.config).eos_token_id, where=where)

@@ -91,7 +91,7 @@ def test_compiled_generate_matches_recomputation(model, window, tokens, compare,
     metrics.update(counted.as_metrics())
     assert_compiled_something(counted, "generate()")
     generation_against_recomputation(model, prompt.shape[1], sequences, step_logits, compare,
-                                     where=f"compiled generate() of {new_tokens} tokens")
+                                     where=f"compiled generate() of {new_tokens} tokens", length_forced=True)
 
 
 COMPILE_SETTINGS = {

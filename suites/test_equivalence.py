@@ -61,7 +61,8 @@ def test_generate_with_a_static_cache(model, window, tokens, compare):
     cache = adapter.make_static_cache(model, batch_size=1, capacity=prompt.shape[1] + new_tokens)
     sequences, step_logits = adapter.generate_with_static_cache(model, prompt, cache=cache, max_new_tokens=new_tokens)
     where = f"generate() of {new_tokens} tokens"
-    generation_against_recomputation(model, prompt.shape[1], sequences, step_logits, compare, where=where)
+    generation_against_recomputation(model, prompt.shape[1], sequences, step_logits, compare, where=where,
+                                     length_forced=True)
     fed = sequences[:, :-1]  # the prompt and every new token but the last
     follower = window_oracle.follow(model, cache, fed, window_oracle.static_windows(model, window))
     follower.fed(fed.shape[1], where=f"after {where} ({fed.shape[1]} tokens fed)")

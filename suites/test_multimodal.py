@@ -100,7 +100,7 @@ def test_multimodal_generate_with_a_static_cache(multimodal_model, window, token
         pixel_values=placed.pixel_values, token_type_ids=placed.token_types,
     )
     generation_against_recomputation(multimodal_model, length, sequences, step_logits, compare, images=placed,
-                                     where=f"generate() of {new_tokens} tokens")
+                                     where=f"generate() of {new_tokens} tokens", length_forced=True)
 
 
 def test_multimodal_sliding_window_contents_with_image_tokens(multimodal_model, window, tokens):

@@ -56,3 +56,13 @@ def test_logit_correlation_ignores_offset_and_scale_and_sees_a_different_shape()
     assert torch.allclose(logit_correlation(-reference, reference), -torch.ones(3))
     other = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
     assert logit_correlation(other, reference).abs().max() < 0.5
+
+
+def test_a_forced_length_forbids_end_of_sequence_in_the_greedy_reference():
+    """generate() made to run to its length (min_new_tokens) cannot choose end-of-sequence: where recomputation's
+    argmax is end-of-sequence the chosen token is the best of the others, and only that is required."""
+    comparison = Comparison(Tolerance(atol=1e-4, rtol=0.0, greedy_tokens_identical=True))
+    logits = torch.tensor([[[0.0, 3.0, 2.0, 1.0]]])  # token 1, end-of-sequence, is the argmax; 2 the best other
+    comparison.greedy_tokens_match(torch.tensor([[2]]), logits, where="forced", positions=[5], forbidden=(1,))
+    with pytest.raises(AssertionError, match="greedy token at position 5 .* is 2, recomputation without cache gives 1"):
+        comparison.greedy_tokens_match(torch.tensor([[2]]), logits, where="free", positions=[5])
