@@ -121,9 +121,10 @@ def test_the_table_names_every_fault_and_marks_the_uncaught(fault):
     caught = selftest.grade(fault, run_with(record("equivalence", "failed", evidence=LOGITS)), "bfloat16")
     missed = selftest.grade(fault, None)
     lines = selftest.table([caught, missed]).splitlines()
-    assert lines[0].split() == ["fault", "dtype", "tests", "failed", "property", "outcome", "margin"]
-    assert lines[2].split() == ["reduced-precision-keys", "bfloat16", "1", "equivalence", "caught", "1.07e+04x"]
-    assert lines[3].split() == ["reduced-precision-keys", "float32", "0", "equivalence", "NO", "-"]
+    assert lines[0].split() == ["fault", "dtype", "tests", "failed", "property", "outcome", "margin", "caught", "by"]
+    assert lines[2].split() == ["reduced-precision-keys", "bfloat16", "1", "equivalence", "caught", "1.07e+04x",
+                                "test_x[failed]"]
+    assert lines[3].split() == ["reduced-precision-keys", "float32", "0", "equivalence", "NO", "-", "-"]
 
 
 def test_a_fault_patch_that_raises_a_type_error_is_graded_crashed(fault):

@@ -16,7 +16,7 @@ checked, where (step, position, layer, slot...) and by how much. A test that end
 IndexError from inside the model, a TypeError from the patch) is no such evidence: the fault is graded "crashed",
 not caught. Property tests run with the `ci` hypothesis profile (derandomized, no example database), so the table
 is the same on every run. Prints a table fault -> tests failed -> suite -> outcome -> margin (the evidence's
-difference over the tolerance or threshold it had to exceed), writes
+difference over the tolerance or threshold it had to exceed) -> the check that caught it, writes
 reports/results/selftest-transformers-<version>.json for the report, and exits 1 when a clean session is not clean
 or any fault goes uncaught.
 """
@@ -80,6 +80,7 @@ class Detection:
     tests_failed: list[str] = field(default_factory=list)
     evidence: str = ""  # the first failure message that points at the fault, or why the fault went uncaught
     margin: float | None = None  # the evidence's difference over its tolerance or threshold
+    caught_by: str = ""  # the check whose failure carried the evidence: "test_function[parameters]"
 
     @property
     def outcome(self) -> str:
@@ -109,6 +110,7 @@ def grade(fault: faults.Fault, run: Run | None, dtype: str = "float32") -> Detec
     if located:
         detection.evidence = located[0]["message"]
         detection.margin = margin(evidence_of(located[0]))
+        detection.caught_by = located[0]["id"].partition("::")[2]
     elif crashes:
         detection.evidence = f"crashed, not caught: {crashes[0]['message'][:300]}"
     elif failed:
@@ -131,9 +133,9 @@ def clean_run_problem(run: Run) -> str | None:
 
 
 def table(detections: list[Detection]) -> str:
-    rows = [("fault", "dtype", "tests failed", "property", "outcome", "margin")]
+    rows = [("fault", "dtype", "tests failed", "property", "outcome", "margin", "caught by")]
     rows += [(d.name, d.dtype, str(len(d.tests_failed)), d.property, d.outcome,
-              f"{d.margin:.3g}x" if d.margin is not None else "-") for d in detections]
+              f"{d.margin:.3g}x" if d.margin is not None else "-", d.caught_by or "-") for d in detections]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
