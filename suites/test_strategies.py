@@ -7,13 +7,16 @@ crosses the window W. Each run is graded (cache_conformance.strategies): correct
 raised on purpose, naming the cache or the strategy); crashed; or wrong (a comparison with recomputation failed).
 The outcome is in the results file; a failure message starts with it.
 
-- Assisted decoding (the embedded draft model: the text model's first sliding and full layer) and prompt-lookup
-  decoding (a prompt that repeats itself), with the default cache and a user's static cache: the tokens are greedy
-  decoding's and each step's logits equal recomputation. Control: some drafts were accepted and some rejected.
+- Assisted decoding (the embedded draft model, the text model's first sliding and full layer, and an agreeing
+  assistant, a copy of the model) and prompt-lookup decoding (on the model's own greedy continuation), with the
+  default cache and a user's static cache: the tokens are greedy decoding's, as many as asked for, and each step's
+  logits equal recomputation. Each check records what its drafts reached and must reach a regime it certifies
+  (cache_conformance/coverage.py): rollbacks past the window, several drafts kept at once.
 - Beam search (2 and 3 beams, early stopping on and off, a left-padded batch of two), with the default cache and a
   static cache: each hypothesis' logits at each step equal recomputation of that hypothesis; where the dtype
   demands identical tokens, the sequences and scores equal beam search without cache (use_cache=False).
-  End-of-sequence is a token the search produces midway, so hypotheses end early (control: some do).
+  End-of-sequence is a token the search produces midway, so hypotheses end early (control: some do), and a
+  hypothesis moves between beams past the window (the regime it certifies).
 - Rollback: crop() of a dynamic and a static cache, before and after the window has filled, then decoding on:
   every step equals recomputation over the shorter sequence. A crop that needs evicted positions back may be
   refused instead, clearly and leaving the cache as it was; one that needs nothing evicted must work.
