@@ -197,21 +197,25 @@ def generation_against_recomputation(model, prompt_length: int, sequences, step_
     reference = recompute(model, sequences[:, :-1], images=images)[:, first:]
     positions = list(range(first, sequences.shape[1] - 1))
     compare.logits_close(step_logits, reference, where=where, positions=positions)
-    eos = adapter.text_config(model.config).eos_token_id
-    forbidden = tuple(eos if isinstance(eos, list) else [eos]) if length_forced else ()
+    ends = end_of_sequence_ids(model)
     compare.greedy_tokens_match(sequences[:, first + 1 :], reference, where=where, positions=positions,
-                                forbidden=forbidden)
+                                forbidden=ends if length_forced else ())
     if max_new_tokens is not None:
-        new_tokens_as_asked(sequences, prompt_length, max_new_tokens,
-                            adapter.text_config(model.config).eos_token_id, where=where)
+        new_tokens_as_asked(sequences, prompt_length, max_new_tokens, ends, where=where)
 
 
-def new_tokens_as_asked(sequences, prompt_length: int, max_new_tokens: int, eos_token_id, *, where: str) -> None:
-    """Greedy decoding returns exactly `max_new_tokens` new tokens, fewer only when it ended at end-of-sequence: a
-    strategy that is lossless for greedy search (assisted, prompt lookup) must too. Each extra token may well be the
-    greedy choice, so only the count shows drafts kept past the budget."""
+def end_of_sequence_ids(model) -> tuple[int, ...]:
+    """The checkpoint's end-of-sequence token ids (its config names one or a list)."""
+    eos = adapter.text_config(model.config).eos_token_id
+    return tuple(eos if isinstance(eos, list) else [eos])
+
+
+def new_tokens_as_asked(sequences, prompt_length: int, max_new_tokens: int, ends: tuple[int, ...], *,
+                        where: str) -> None:
+    """Greedy decoding returns exactly `max_new_tokens` new tokens, fewer only when it ended at end-of-sequence (one
+    of `ends`): a strategy that is lossless for greedy search (assisted, prompt lookup) must too. Each extra token
+    may well be the greedy choice, so only the count shows drafts kept past the budget."""
     generated = sequences[0, prompt_length:].tolist()
-    ends = set(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id])
     ended = [index for index, token in enumerate(generated) if token in ends]
     expected = min(max_new_tokens, ended[0] + 1) if ended else max_new_tokens
     if len(generated) != expected:

@@ -85,10 +85,10 @@ def test_the_precondition_fails_where_no_certified_regime_was_reached():
 def test_greedy_decoding_returns_as_many_tokens_as_asked(generated, message):
     sequences = torch.tensor([[10, 11, *generated]])
     if message is None:
-        new_tokens_as_asked(sequences, 2, 4, 1, where="call")
+        new_tokens_as_asked(sequences, 2, 4, (1,), where="call")
     else:
         with pytest.raises(AssertionError, match=message):
-            new_tokens_as_asked(sequences, 2, 4, 1, where="call")
+            new_tokens_as_asked(sequences, 2, 4, (1,), where="call")
 
 
 # The default run's checks that record what their inputs reached (cache_conformance/coverage.py), by test function.
