@@ -7,8 +7,8 @@ user writes it: the model's own generation config, nothing added that changes wh
 spells what a release renamed (the cache keyword, a class's constructor). What the harness adds is what it grades
 with: no sampling, and the output's logits and scores (adapter.generate_without_sampling).
 
-Each call is graded one of six ways: the four of `strategies.graded` (correct, refused clearly, crashed, wrong),
-substituted and oversized. Substituted: the output is right, but the cache that ran is not the one asked for. A
+Each call is graded as `strategies` grades it (correct, refused clearly or misleadingly, crashed, wrong), or
+substituted, or oversized. Substituted: the output is right, but the cache that ran is not the one asked for. A
 user's cache object that generate() did not use (the model's forward calls got another object), or a static kind (one
 the release lists as static, or an object of a class the user gives a capacity, max_cache_len) whose layers changed
 size between forward calls: a growing cache in place of a preallocated one. Oversized: the output is right and the

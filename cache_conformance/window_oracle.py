@@ -65,8 +65,7 @@ def indistinct_positions(oracle, tolerance: ContentTolerance, attention_mask=Non
     The checkpoint's separation of positions against the same-position noise, measured on it."""
     closest = None
     for layer, (keys, values) in enumerate(oracle):
-        both = torch.cat([keys, values], dim=-1).double()  # (batch, heads, positions, 2 * head_dim)
-        apart = (both[:, :, :, None] - both[:, :, None]).abs().amax(dim=(1, 4))  # (batch, positions, positions)
+        apart = _apart(keys, values, keys, values)  # (batch, positions, positions)
         ignored = torch.eye(apart.shape[1], dtype=torch.bool).expand_as(apart)  # a position is not its own neighbour
         if attention_mask is not None:
             padded = ~attention_mask[:, : apart.shape[1]].bool().cpu()
@@ -152,14 +151,18 @@ def oracle_pass(model, input_ids, *, attention_mask=None, position_ids=None, ima
     return keys_values, logits
 
 
+def _apart(keys, values, other_keys, other_values) -> torch.Tensor:
+    """Max abs difference (keys and values) between every position of one (keys, values) pair and every position of
+    another, each (batch, heads, positions, head_dim): (batch, positions, other positions)."""
+    key_diff = (keys[:, :, :, None].double() - other_keys[:, :, None].double()).abs().amax(dim=(1, 4))
+    value_diff = (values[:, :, :, None].double() - other_values[:, :, None].double()).abs().amax(dim=(1, 4))
+    return torch.maximum(key_diff, value_diff)
+
+
 def _slot_diffs(cache, layer: int, oracle) -> torch.Tensor:
     """Max abs difference (keys and values) between every stored slot and every oracle position:
     (batch, slots, positions)."""
-    keys, values = adapter.layer_storage(cache, layer)
-    oracle_keys, oracle_values = oracle[layer]
-    key_diff = (keys[:, :, :, None].double() - oracle_keys[:, :, None].double()).abs().amax(dim=(1, 4))
-    value_diff = (values[:, :, :, None].double() - oracle_values[:, :, None].double()).abs().amax(dim=(1, 4))
-    return torch.maximum(key_diff, value_diff)
+    return _apart(*adapter.layer_storage(cache, layer), *oracle[layer])
 
 
 def held_positions(cache, layer: int, oracle, row: int, tolerance: ContentTolerance) -> list[int | None | str]:
