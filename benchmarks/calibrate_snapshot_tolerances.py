@@ -15,10 +15,11 @@ import statistics
 import pytest
 import torch
 
-from cache_conformance import adapter, checkpoint
+from cache_conformance import adapter
+from cache_conformance.oracles.snapshots import reference_run
+from cache_conformance.plugin import checkpoint
+from cache_conformance.plugin.targets import DTYPES
 from cache_conformance.selftest import faults
-from cache_conformance.snapshots import reference_run
-from cache_conformance.targets import DTYPES
 
 PROMPT_LENGTHS = (5, 8, 13)
 DECODE_STEPS = 20

@@ -4,7 +4,7 @@ Run:  python benchmarks/calibrate_tolerances.py [--schedules 200] [--device cpu]
 
 Feeds random chunk schedules (the same kind the property test draws) through a fresh static cache and prints
 the largest and 99th-percentile max-abs-difference per (dtype, attention). These figures are where the numbers
-in cache_conformance/tolerances.py come from; rerun it when adding a device.
+in cache_conformance/oracles/tolerances.py come from; rerun it when adding a device.
 """
 
 import argparse
@@ -13,11 +13,12 @@ import random
 
 import torch
 
-from cache_conformance import adapter, checkpoint
-from cache_conformance.compare import Comparison
-from cache_conformance.decoding import chunks_against_recomputation, random_tokens
-from cache_conformance.targets import DTYPES
-from cache_conformance.tolerances import Tolerance
+from cache_conformance import adapter
+from cache_conformance.oracles.compare import Comparison
+from cache_conformance.oracles.decoding import chunks_against_recomputation, random_tokens
+from cache_conformance.oracles.tolerances import Tolerance
+from cache_conformance.plugin import checkpoint
+from cache_conformance.plugin.targets import DTYPES
 
 UNBOUNDED = Tolerance(atol=math.inf, rtol=0.0, greedy_tokens_identical=False)
 

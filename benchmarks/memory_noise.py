@@ -3,7 +3,7 @@ growth the probe detects.
 
 Run:  python benchmarks/memory_noise.py [--runs 20] [--dtype float32]
 
-Each run is the suite's decoding scenario (cache_conformance/memory.py: batch 4, prompt W/2, decode to capacity 3W)
+Each run is the suite's decoding scenario (cache_conformance/probes/memory.py: batch 4, prompt W/2, decode to capacity 3W)
 with a static cache and with the dynamic control, measured by both CPU held-bytes probes (memory.cpu_probes(): the
 allocator's running total, which the suite uses, and the profiler's allocator events) and, in a separate run
 without either, by RSS. Printed per probe: growth per step over the steady steps (what the suite judges) and
@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 
-from cache_conformance import adapter, checkpoint, memory
-from cache_conformance.decoding import random_tokens
-from cache_conformance.targets import DTYPES
+from cache_conformance import adapter
+from cache_conformance.oracles.decoding import random_tokens
+from cache_conformance.plugin import checkpoint
+from cache_conformance.plugin.targets import DTYPES
+from cache_conformance.probes import memory
 
 PAGE_SIZE = 4096
 

@@ -1,9 +1,11 @@
-"""The harness the suites import: the version adapter (`adapter/`), targets, tolerances, oracles, comparisons,
-probes, expectations, results and the pytest plugin that ties them together.
+"""The harness the suites import, in subpackages by role: `adapter/` (the one place that knows transformers release
+differences), `plugin/` (the pytest plugin every suite runs under), `records/` (results files, expectations, the
+suite registry), `oracles/` (what the right answer is), `probes/` (what a run did), `grading/` (how a call is
+judged) and `inputs/` (what the checks feed the model).
 
-The tools around it live in subpackages that the suites never import: `selftest/` (the fault catalogue and the
-self-test), `releases/` (the matrix runner, the release workflow, adoption, the evidence replay, the pins) and
-`report/` (the HTML report)."""
+The tools around it are subpackages the suites and the harness never import: `selftest/` (the fault catalogue and
+the self-test), `releases/` (the matrix runner, the release workflow, adoption, the evidence replay, the pins) and
+`report/` (the HTML report and the docs' release tables). docs/layout.md has the map."""
 
 from pathlib import Path
 

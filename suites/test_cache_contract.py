@@ -13,15 +13,18 @@ carries the member it called and its signature on the release (metrics.api): the
 import pytest
 import torch
 
-from cache_conformance import adapter, contract, findings, scenarios, strategies
+from cache_conformance import adapter
 from cache_conformance.adapter import generation
-from cache_conformance.decoding import prefill_and_decode, recompute
+from cache_conformance.grading import evidence, grades
+from cache_conformance.inputs import scenarios
+from cache_conformance.oracles.decoding import prefill_and_decode, recompute
+from cache_conformance.probes import contract
 
 CLASSES = generation.user_cache_classes()
 DECODED = scenarios.CONTRACT_DECODED
 ROOM = 4  # positions of capacity left after them
 def graded(metrics):
-    return strategies.graded_where_a_clear_refusal_conforms(metrics)
+    return grades.graded_where_a_clear_refusal_conforms(metrics)
 
 
 pytestmark = [pytest.mark.slow(except_on="float32-cpu-eager"), pytest.mark.parametrize("cache_class", CLASSES)]
@@ -57,7 +60,7 @@ def test_get_seq_length_counts_the_tokens_written(model, tokens, compare, metric
         cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
         reported = adapter.seq_length(cache)
         if reported != sequence.shape[1]:
-            raise findings.failure(
+            raise evidence.failure(
                 f"{cache_class}.get_seq_length() returned {reported} after {sequence.shape[1]} tokens were written "
                 f"(a prompt of {scenarios.contract_prompt(adapter.window(model.config))} and {DECODED} decoded)",
                 contract.EVIDENCE, member="get_seq_length", difference=abs(reported - sequence.shape[1]), limit=0)
@@ -76,7 +79,7 @@ def test_capacity_query_reports_the_capacity_given(model, tokens, compare, metri
         held = adapter.capacity(cache) if given is not None else None
         metrics.update(capacity_given=given, capacity_reported=reported, capacity_held=held)
         if reported != given or held != given:
-            raise findings.failure(
+            raise evidence.failure(
                 f"{cache_class}.{member}() returned {reported} (no maximum: None) and its full-attention layers hold "
                 f"{held} positions; the user gave {given}", contract.EVIDENCE, member=member,
                 difference=abs((reported or 0) - (given or 0)), limit=0)
@@ -89,7 +92,7 @@ def test_reset_leaves_a_cache_that_decodes_like_a_new_one(model, tokens, compare
         adapter.reset(cache)
         left = adapter.seq_length(cache)
         if left != 0:
-            raise findings.failure(f"{cache_class}.get_seq_length() returned {left} after reset()",
+            raise evidence.failure(f"{cache_class}.get_seq_length() returned {left} after reset()",
                                    contract.EVIDENCE, member="reset", difference=left, limit=0)
         prompt = tokens(1, scenarios.contract_prompt(adapter.window(model.config))).flip(1)  # another prompt
         prefill_and_decode(model, cache, prompt, DECODED, compare, label=f"{cache_class} after reset()")
@@ -126,7 +129,7 @@ def test_cache_position_given_as_documented_decodes_correctly(model, tokens, com
     """forward() given cache_position (the positions of the tokens fed in the sequence, as the releases up to 5.3
     document it) decodes like recomputation, or the release refuses it clearly."""
     metrics["api"] = contract.member(type(model).__name__, "forward", parameter="cache_position")
-    with strategies.graded_where_a_clear_refusal_conforms(metrics):
+    with grades.graded_where_a_clear_refusal_conforms(metrics):
         cache, sequence = filled(model, tokens, compare, cache_class, label=cache_class)
         following = tokens(1, 1).flip(1)  # one token: several at once past W is the chunks' property
         start = sequence.shape[1]
@@ -147,7 +150,7 @@ def test_rewind_rewrites_the_end_or_refuses_clearly(model, tokens, compare, metr
     window the sliding layers have evicted positions the rewritten tokens need: a layer that rolled can only refuse."""
     metrics["api"] = contract.member(type(model).__name__, "forward", parameter="cache_position")
     rewritten = scenarios.contract_rewind(rewind, adapter.window(model.config))
-    with strategies.graded_where_a_clear_refusal_conforms(metrics):
+    with grades.graded_where_a_clear_refusal_conforms(metrics):
         cache, sequence = filled(model, tokens, compare, cache_class, label=f"{cache_class} before the rewind")
         start = sequence.shape[1] - rewritten
         others = tokens(1, rewritten).flip(1)  # other tokens than those written at the rewound positions

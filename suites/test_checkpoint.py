@@ -4,8 +4,9 @@ A release that renamed or dropped a parameter would initialise it at random and 
 a different model than the checkpoint: this check says so first.
 """
 
-from cache_conformance import adapter, checkpoint
+from cache_conformance import adapter
 from cache_conformance.adapter import multimodal
+from cache_conformance.plugin import checkpoint
 
 
 def test_from_pretrained_loads_every_weight(checkpoint_path):

@@ -28,16 +28,18 @@ import contextlib
 
 import pytest
 
-from cache_conformance import adapter, compilation, findings
+from cache_conformance import adapter
 from cache_conformance.adapter import compiled as compiled_adapter
-from cache_conformance.decoding import (
+from cache_conformance.grading import evidence
+from cache_conformance.oracles.decoding import (
     chunks_against_recomputation,
     generation_against_recomputation,
     located,
     one_token_per_call,
     prefill_and_decode,
 )
-from cache_conformance.window_oracle import follow, static_windows
+from cache_conformance.oracles.window_oracle import follow, static_windows
+from cache_conformance.probes import compilation
 
 IN_THE_DEFAULT_RUN = "float32-*-sdpa"  # target ids that run these checks without --include-slow
 
@@ -124,7 +126,7 @@ def test_compilations_do_not_grow_with_decode_steps(model, window, tokens, compa
             if n in over and compilation.is_recompile_error(error.__cause__):
                 where = str(error).partition(" raised ")[0]
                 latest, *earlier = compilation.guard_failures(error.__cause__)
-                raise findings.failure(
+                raise evidence.failure(
                     f"compilations grew with the decode steps: {n} steps compiled {over[n].graphs} graph(s), "
                     f"then {where} recompiled; guard failures (torch's reasons): {latest}"
                     + (f" (and {len(earlier)} more, one per earlier compilation)" if earlier else ""),

@@ -10,7 +10,9 @@ The harness itself uses the release's own names (adapter.CACHE_KEYWORD); the gat
 py311-transformers-adopted) fails on any FutureWarning it triggers on the pinned release.
 """
 
-from cache_conformance import adapter, deprecations, findings
+from cache_conformance import adapter
+from cache_conformance.grading import evidence
+from cache_conformance.probes import deprecations
 
 OLD_NAME = adapter.LEGACY_CACHE_KEYWORD
 # Fewer tokens than W - 1 in every call, in caches larger than the window: the calls' own results must not depend
@@ -25,7 +27,7 @@ def test_forward_with_the_cache_as_past_key_values(model, window, tokens, metric
         logits = adapter.forward(model, prompt, cache=cache, cache_keyword=OLD_NAME)
         adapter.forward(model, logits[:, -1:].argmax(-1), cache=cache, start=PROMPT, cache_keyword=OLD_NAME)
     metrics["deprecations"] = [d.as_dict() for d in found]
-    with findings.located_as("cache-not-used", call="forward", held=adapter.seq_length(cache), expected=PROMPT + 1):
+    with evidence.located_as("cache-not-used", call="forward", held=adapter.seq_length(cache), expected=PROMPT + 1):
         assert adapter.seq_length(cache) == PROMPT + 1, (
             f"forward(past_key_values=cache) on a prompt of {PROMPT} and one more token: the cache reports "
             f"{adapter.seq_length(cache)} tokens, not {PROMPT + 1}: the cache passed under the old name was not used"
@@ -43,7 +45,7 @@ def test_generate_into_a_cache_passed_as_past_key_values(model, window, tokens, 
     assert sequences.shape == (1, PROMPT + NEW_TOKENS)
     # generate() feeds the prompt and every new token but the last
     expected = PROMPT + NEW_TOKENS - 1
-    with findings.located_as("cache-not-used", call="generate", held=adapter.seq_length(cache), expected=expected):
+    with evidence.located_as("cache-not-used", call="generate", held=adapter.seq_length(cache), expected=expected):
         assert adapter.seq_length(cache) == expected, (
             f"generate(past_key_values=cache, max_new_tokens={NEW_TOKENS}) after a prompt of {PROMPT}: the cache "
             f"reports {adapter.seq_length(cache)} tokens, not {expected}: generate() did not use it"

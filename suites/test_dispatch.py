@@ -15,10 +15,12 @@ accelerator on every release (4.50-5.24 refuse a CPU-only machine), so it runs o
 import pytest
 import torch
 
-from cache_conformance import adapter, dispatch, findings, memory
+from cache_conformance import adapter
 from cache_conformance.adapter import dispatch as dispatch_adapter
-from cache_conformance.decoding import located, prefill_and_decode, recompute
-from cache_conformance.window_oracle import follow, static_windows
+from cache_conformance.grading import evidence
+from cache_conformance.oracles.decoding import located, prefill_and_decode, recompute
+from cache_conformance.oracles.window_oracle import follow, static_windows
+from cache_conformance.probes import memory, offloading
 
 SCENARIOS = ("whole-model-on-one-device", "layers-offloaded-to-cpu-and-disk", "every-other-layer-on-a-second-gpu")
 
@@ -48,8 +50,8 @@ def dispatched(request, dispatched_models, model, target, checkpoint_path, tmp_p
     scenario = request.param
     if scenario not in dispatched_models:
         placed = layer_devices(scenario, target, adapter.sliding_layers(model.config))
-        device_map = dispatch.device_map(checkpoint_path, main=target.device, layer_devices=placed)
-        dispatched_models[scenario] = dispatch.load_dispatched(
+        device_map = offloading.device_map(checkpoint_path, main=target.device, layer_devices=placed)
+        dispatched_models[scenario] = offloading.load_dispatched(
             checkpoint_path, dtype=target.dtype, attn_implementation=target.attn_implementation, device_map=device_map,
             offload_folder=tmp_path_factory.mktemp(f"offload-{scenario}"),
         )
@@ -76,7 +78,7 @@ def test_device_map_cache_on_each_layers_execution_device(dispatched, window, to
     layer runs on (an offloaded layer's weights rest elsewhere between calls; its cache must not follow them)."""
     prompt, steps = tokens(1, window + 3), window
     cache = adapter.make_static_cache(dispatched, batch_size=1, capacity=prompt.shape[1] + steps)
-    layers = dispatch.decoder_layer_modules(dispatched)
+    layers = offloading.decoder_layer_modules(dispatched)
     sliding = adapter.sliding_layers(dispatched.config)
     for step in range(steps + 1):
         where = f"prefill of {prompt.shape[1]} tokens" if step == 0 else f"decode step {step}"
@@ -84,12 +86,12 @@ def test_device_map_cache_on_each_layers_execution_device(dispatched, window, to
         adapter.forward(dispatched, prompt if step == 0 else prompt[:, -1:], cache=cache, start=start)
         wrong = {
             (layer, kind): f"layer {layer} ({'sliding' if sliding[layer] else 'full-attention'}) {kind} on "
-                           f"{tensor.device}, the layer runs on {dispatch.execution_device(module)}"
+                           f"{tensor.device}, the layer runs on {offloading.execution_device(module)}"
             for layer, module in enumerate(layers)
             for kind, tensor in zip(("keys", "values"), adapter.layer_storage(cache, layer), strict=True)
-            if tensor.device.type != dispatch.execution_device(module).type
+            if tensor.device.type != offloading.execution_device(module).type
         }
-        with findings.located_as("placement", where=where, misplaced=[list(key) for key in wrong]):
+        with evidence.located_as("placement", where=where, misplaced=[list(key) for key in wrong]):
             assert not wrong, f"after the {where}: " + "; ".join(wrong.values())
 
 
@@ -128,7 +130,7 @@ def test_offloaded_static_cache_keeps_its_promise_on_the_device(accelerator_targ
     (dispatch.offloaded_cache_device_bytes), where the plain static cache would hold every layer."""
     prompt, steps = tokens(1, window + 3), 2 * window
     capacity = prompt.shape[1] + steps
-    promised, whole = dispatch.offloaded_cache_device_bytes(model, batch_size=1, capacity=capacity)
+    promised, whole = offloading.offloaded_cache_device_bytes(model, batch_size=1, capacity=capacity)
     sequence = torch.cat([prompt, tokens(1, steps)], dim=1)
 
     def scenario(reading):

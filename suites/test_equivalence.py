@@ -1,7 +1,7 @@
 """Property 1: with a static cache, every step's logits equal recomputation without any cache.
 
 W is the checkpoint's sliding window. Scenarios are placed relative to W so that they cross it, whatever the
-checkpoint. Tolerances are per dtype and device (cache_conformance/tolerances.py); in float32 the greedy
+checkpoint. Tolerances are per dtype and device (cache_conformance/oracles/tolerances.py); in float32 the greedy
 tokens must also be identical.
 """
 
@@ -10,8 +10,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_conformance import adapter, scenarios, window_oracle
-from cache_conformance.decoding import (
+from cache_conformance import adapter
+from cache_conformance.inputs import scenarios
+from cache_conformance.oracles import window_oracle
+from cache_conformance.oracles.decoding import (
     chunks_against_recomputation,
     generation_against_recomputation,
     left_padded,

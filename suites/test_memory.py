@@ -6,7 +6,7 @@ cache of capacity L = 3W is full, well past the sliding window W. Each check run
 test: the dynamic cache on the same scenario, measured by the same probe, must show the growth the probe exists to
 see; if it does not, the static cache's result is reported as invalid, not as a pass.
 
-Probes (cache_conformance/memory.py): storage addresses and sizes of every cached tensor; bytes held after each
+Probes (cache_conformance/probes/memory.py): storage addresses and sizes of every cached tensor; bytes held after each
 step, from the CUDA allocator's counters or, on CPU, from torch's CPU allocator's running total (docs/suites/memory.md).
 """
 
@@ -14,7 +14,9 @@ import functools
 
 import pytest
 
-from cache_conformance import adapter, findings, memory
+from cache_conformance import adapter
+from cache_conformance.grading import evidence
+from cache_conformance.probes import memory
 
 GENERATIONS = 10
 # On CUDA, generate() compiles the forward of its own static cache and torch's CUDA graphs warm up, record, then
@@ -84,7 +86,7 @@ def test_memory_static_cache_storage_stays_put(model, window, tokens, metrics):
     if moved:
         step, changes = moved[0]
         shown = "; ".join(list(changes.values())[:2]) + (f"; and {len(changes) - 2} more" if len(changes) > 2 else "")
-        with findings.located_as("storage", where=where(step, window), step=step, moved=[list(key) for key in changes]):
+        with evidence.located_as("storage", where=where(step, window), step=step, moved=[list(key) for key in changes]):
             pytest.fail(f"{where(step, window)}: {shown} ({len(changes)} tensors; storage changed at {len(moved)} of "
                         f"{len(static) - 1} decode steps)")
 
@@ -137,7 +139,7 @@ def test_memory_held_bytes_stay_flat_while_decoding(model, window, tokens, metri
         f"keys and values); the static cache's {static_rate:.0f} bytes per step cannot be trusted"
     )
     increase, step = memory.largest_increase(static.series, 0)
-    with findings.located_as("growth", where="static cache", step=step, difference=static_rate, limit=THRESHOLD):
+    with evidence.located_as("growth", where="static cache", step=step, difference=static_rate, limit=THRESHOLD):
         assert static_rate < THRESHOLD, (
             f"static cache: bytes held grew by {static_rate:.0f} bytes per step over decode steps 1..{last} (detection "
             f"threshold {THRESHOLD} bytes per step); largest increase {increase} bytes at {where(step, window)}; held "
@@ -182,7 +184,7 @@ def test_memory_repeated_generations_leave_memory_where_it_was(model, window, to
         f"{own_rate:.0f} bytes per call of generate()'s own static cache cannot be trusted"
     )
     increase, call = memory.largest_increase(own.series, first)
-    with findings.located_as("growth", where="generate() with its own static cache", call=call + 1,
+    with evidence.located_as("growth", where="generate() with its own static cache", call=call + 1,
                              difference=own_rate, limit=THRESHOLD):
         assert own_rate < THRESHOLD, (
             f"generate() with its own static cache: bytes held grew by {own_rate:.0f} bytes per call over {calls} "

@@ -9,8 +9,11 @@ position inside one layer and grade which outputs move, on each path.
 
 import pytest
 
-from cache_conformance import adapter, findings, images, memory, overflow, scenarios
-from cache_conformance.decoding import (
+from cache_conformance import adapter
+from cache_conformance.grading import evidence, overflow
+from cache_conformance.inputs import images, scenarios
+from cache_conformance.inputs.images import place_images
+from cache_conformance.oracles.decoding import (
     call,
     chunks_against_recomputation,
     generation_against_recomputation,
@@ -18,9 +21,9 @@ from cache_conformance.decoding import (
     located,
     prefill_and_decode,
 )
-from cache_conformance.images import place_images
-from cache_conformance.snapshots import reference_for, reference_run
-from cache_conformance.window_oracle import attention_output_changes, feed_chunks, follow, static_windows
+from cache_conformance.oracles.snapshots import reference_for, reference_run
+from cache_conformance.oracles.window_oracle import attention_output_changes, feed_chunks, follow, static_windows
+from cache_conformance.probes import memory
 
 IMAGE_SEED = 1234  # pixel values; the tokens around the images come from the `tokens` fixture
 
@@ -150,7 +153,7 @@ def test_image_tokens_see_each_other_both_ways(multimodal_model, window, tokens,
     metrics["first_soft_token_change"] = flat(by_layer)
     for layer, by_position in by_layer.items():
         for position, change in by_position.items():
-            with findings.located_as("image-influence", path=path, layer=layer, query=image.first, position=position):
+            with evidence.located_as("image-influence", path=path, layer=layer, query=image.first, position=position):
                 assert change > 0, (
                     f"{path}: layer {layer}: negating soft token {position} of the image at "
                     f"{image.first}..{image.last} did not change the output at its first soft token {image.first}: "
@@ -173,7 +176,7 @@ def test_image_tokens_see_nothing_later_outside_their_image(multimodal_model, wi
         for layer, by_position in changes_at(multimodal_model, prompt, placed, path, query, later).items():
             for position, change in by_position.items():
                 seen[f"layer {layer} query {query} position {position}"] = change
-                with findings.located_as("image-influence", path=path, layer=layer, query=query, position=position):
+                with evidence.located_as("image-influence", path=path, layer=layer, query=query, position=position):
                     assert change == 0, (
                         f"{path}: layer {layer}: negating position {position} changed the output at the earlier "
                         f"position {query} by {change:.3g} (images at {first.first}..{first.last} and "

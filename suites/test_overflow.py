@@ -19,8 +19,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from cache_conformance import adapter, findings, isolation, overflow, scenarios
-from cache_conformance.decoding import generation_against_recomputation, prefill_and_decode
+from cache_conformance import adapter
+from cache_conformance.grading import evidence, overflow
+from cache_conformance.inputs import scenarios
+from cache_conformance.oracles.decoding import generation_against_recomputation, prefill_and_decode
+from cache_conformance.probes import isolation
 
 # Each scenario fills the cache as far as it needs, then returns the overflowing call and the lengths it asks for.
 
@@ -122,7 +125,7 @@ def overflow_in_a_child(scenario, checkpoint_path, target, sequence, capacity, *
 
 def test_overflow_raises(overflowed):
     failure = overflow.raise_failure(overflowed.result)
-    with findings.located_as("overflow", capacity=overflowed.capacity, requested=sorted(overflowed.requested)):
+    with evidence.located_as("overflow", capacity=overflowed.capacity, requested=sorted(overflowed.requested)):
         assert failure is None, failure
 
 

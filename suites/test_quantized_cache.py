@@ -12,11 +12,12 @@ without the prompt (a cache that lost what it held) must fall below the bound at
 
 import pytest
 
-from cache_conformance import adapter, findings, strategies
+from cache_conformance import adapter
 from cache_conformance.adapter import generation
-from cache_conformance.compare import logit_correlation
-from cache_conformance.decoding import recompute
-from cache_conformance.tolerances import QUANTIZED_MIN_CORRELATION
+from cache_conformance.grading import evidence, grades
+from cache_conformance.oracles.compare import logit_correlation
+from cache_conformance.oracles.decoding import recompute
+from cache_conformance.oracles.tolerances import QUANTIZED_MIN_CORRELATION
 
 QUANTIZATION = {"nbits": 4, "residual_length": 2, "group_size": 16}  # residual 2: almost everything is quantized
 
@@ -27,7 +28,7 @@ def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, wind
         pytest.skip(problem)
     prompt, steps = tokens(1, window + 3), 2 * window
     length = prompt.shape[1]
-    with strategies.graded_where_a_clear_refusal_conforms(metrics):
+    with grades.graded_where_a_clear_refusal_conforms(metrics):
         output = generation.generate_with_quantized_cache(model, prompt, max_new_tokens=steps, **QUANTIZATION)
         sequence, cached = output.sequences, adapter.step_logits(output)
         reference = recompute(model, sequence)[:, length - 1 : length - 1 + cached.shape[1]]
@@ -43,7 +44,7 @@ def test_quantized_cache_decodes_within_tolerance_or_refuses_clearly(model, wind
             f"cache that lost what it held"
         )
         for step, value in enumerate(per_step.tolist(), start=1):
-            with findings.located_as("correlation", step=step, position=length + step - 1, correlation=value,
+            with evidence.located_as("correlation", step=step, position=length + step - 1, correlation=value,
                                      bound=QUANTIZED_MIN_CORRELATION):
                 assert value >= QUANTIZED_MIN_CORRELATION, (
                     f"quantized cache, {QUANTIZATION['nbits']}-bit: decode step {step} (position "

@@ -1,7 +1,7 @@
 """Property 3: sliding-window eviction keeps exactly the right tokens.
 
 Equal logits are necessary but not enough: a cache can hold the wrong tokens and still give close logits. These
-checks inspect the cache itself against an independent oracle (cache_conformance/window_oracle.py): the keys and
+checks inspect the cache itself against an independent oracle (cache_conformance/oracles/window_oracle.py): the keys and
 values each layer computes in one forward pass without cache over the same tokens. After prefill and after every
 call, a sliding layer must hold the oracle's keys and values of exactly the last min(W, tokens seen) positions,
 a full-attention layer every position so far, in the release's slot order (adapter.slot_order), unused slots
@@ -15,9 +15,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cache_conformance import adapter, scenarios
-from cache_conformance.decoding import left_padded, random_tokens
-from cache_conformance.window_oracle import (
+from cache_conformance import adapter
+from cache_conformance.inputs import scenarios
+from cache_conformance.oracles.decoding import left_padded, random_tokens
+from cache_conformance.oracles.window_oracle import (
     Window,
     attention_output_changes,
     feed_chunks,

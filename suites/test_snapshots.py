@@ -3,7 +3,7 @@
 Equality with recomputation cannot see a change that moves the cached path and recomputation the same way (a
 changed mask, RoPE or scaling). These tests compare every release, dtype, device and attention implementation
 with logits recorded once, in float32 on CPU with eager attention, and kept as syrupy snapshots
-(cache_conformance/snapshots.py): for three prompts (shorter than, as long as and longer than the window W that the
+(cache_conformance/oracles/snapshots.py): for three prompts (shorter than, as long as and longer than the window W that the
 checkpoint's config.json states), the prefill logits and the logits of DECODE_STEPS decode steps with the static
 cache. Each dtype compares with its tolerance against a float32 reference (tolerances.reference_tolerance_for); in
 float32 each step's greedy choice must also be the recorded token.
@@ -19,8 +19,8 @@ Any other checkpoint's are kept in a folder you choose, under a key made from it
 import pytest
 import torch
 
-from cache_conformance import checkpoint
-from cache_conformance.snapshots import greedy_choices, reference_for, reference_run
+from cache_conformance.oracles.snapshots import greedy_choices, reference_for, reference_run
+from cache_conformance.plugin import checkpoint
 
 # Prompt lengths as offsets from the window the checkpoint's config.json states, not the loaded model's: a release
 # that reads the window differently must be compared on the same sequences (and fail on its logits). The embedded

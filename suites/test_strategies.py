@@ -11,7 +11,7 @@ The outcome is in the results file; a failure message starts with it.
   assistant, a copy of the model) and prompt-lookup decoding (on the model's own greedy continuation), with the
   default cache and a user's static cache: the tokens are greedy decoding's, as many as asked for, and each step's
   logits equal recomputation. Each check records what its drafts reached and must reach a regime it certifies
-  (cache_conformance/coverage.py): rollbacks past the window, several drafts kept at once.
+  (cache_conformance/grading/coverage.py): rollbacks past the window, several drafts kept at once.
 - Beam search (2 and 3 beams, early stopping on and off, a left-padded batch of two), with the default cache and a
   static cache: each hypothesis' logits at each step equal recomputation of that hypothesis; where the dtype
   demands identical tokens, the sequences and scores equal beam search without cache (use_cache=False).
@@ -31,15 +31,19 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from cache_conformance import adapter, coverage, overflow, scenarios, strategies
+from cache_conformance import adapter
 from cache_conformance.adapter import generation
-from cache_conformance.decoding import (
+from cache_conformance.grading import coverage, grades, overflow
+from cache_conformance.inputs import drafts, scenarios
+from cache_conformance.oracles import generated
+from cache_conformance.oracles.decoding import (
     chunks_against_recomputation,
     generation_against_recomputation,
     greedy_continuation,
     left_padded,
     prefill_and_decode,
 )
+from cache_conformance.probes import recorders
 
 CACHES = ("default-cache", "static-cache")
 
@@ -59,8 +63,8 @@ def drafted_generation(model, prompt, cache_kind, compare, metrics, *, what: str
     new_tokens = 2 * window
     cache = static_cache_or_default(model, cache_kind, batch_size=1, capacity=prompt.shape[1] + new_tokens)
     where = f"{what} with the {cache_kind.replace('-', ' ')}, {new_tokens} tokens"
-    with strategies.graded(metrics):
-        with strategies.FedTokens(model) as fed:
+    with grades.graded(metrics):
+        with recorders.FedTokens(model) as fed:
             output = generation.generate(model, prompt, max_new_tokens=new_tokens, cache=cache, **strategy)
         generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
                                          compare, where=where, max_new_tokens=new_tokens)
@@ -76,7 +80,7 @@ def drafted_generation(model, prompt, cache_kind, compare, metrics, *, what: str
 ASSISTANTS = {
     "draft-model": (lambda request, model: request.getfixturevalue("draft_model"),
                     (coverage.ROLLBACK_AFTER_THE_WINDOW_FILLED,)),
-    "agreeing-assistant": (lambda request, model: strategies.agreeing_assistant(
+    "agreeing-assistant": (lambda request, model: drafts.agreeing_assistant(
         model, scenarios.lookup_drafts(adapter.window(model.config))),
                            (coverage.SEVERAL_ACCEPTED, coverage.ACCEPTED_RUN_ACROSS_THE_WINDOW_EDGE)),
 }
@@ -97,14 +101,14 @@ def test_assisted_decoding_keeps_the_assistants_sliding_layers_within_the_window
     back by generate(), must not grow in the sliding layers with the number of tokens generated (5.25 stopped
     trimming it after fully accepted drafts). Control: the full-attention layers of the same cache do grow, so the
     probe sees growth where there is some."""
-    assistant = strategies.copy_of(model)
+    assistant = drafts.copy_of(model)
     prompt = tokens(1, window + 2)
     most = {}
     for new_tokens in (2 * window, 4 * window):
-        with strategies.PositionsHeld(assistant) as held:
+        with recorders.CachesSeen(assistant) as seen:
             generation.generate(model, prompt, max_new_tokens=new_tokens, assistant_model=assistant)
-        assert held.calls, "the assistant's forward returned no cache: nothing was measured"
-        most[new_tokens] = held.most
+        assert seen.sizes, "the assistant's forward returned no cache: nothing was measured"
+        most[new_tokens] = seen.most_held(adapter.sliding_layers(assistant.config))
     metrics["assistant_positions_held"] = {f"{n} new tokens": m for n, m in most.items()}
     short, long = most[2 * window], most[4 * window]
     assert long["full"] > short["full"], (
@@ -189,7 +193,7 @@ def beam_scenario_of(model, tokens, window: int, search: dict) -> BeamScenario:
     for row, step in ((0, 2), (0, 1), (0, 3), (search["beams"], 2), (search["beams"], 1), (search["beams"], 3)):
         end = int(probe.sequences[row, prompt.shape[1] + step])
         without_cache = beam_search(model, prompt, attention_mask, use_cache=False, eos_token_id=end, **search)
-        ended = strategies.finished_early(without_cache.sequences, end, prompt.shape[1])
+        ended = generated.finished_early(without_cache.sequences, end, prompt.shape[1])
         if ended:
             break
     return BeamScenario(prompt, attention_mask, search, end, without_cache, ended)
@@ -204,15 +208,15 @@ def test_beam_search_matches_recomputation(model, window, beam_scenario, compare
     cache = static_cache_or_default(model, cache_kind, batch_size=rows, capacity=capacity)
     stopping = "early stopping" if scenario.search["early_stopping"] else "no early stopping"
     where = f"beam search ({beams} beams, {stopping}) with the {cache_kind.replace('-', ' ')}"
-    with strategies.graded(metrics):
+    with grades.graded(metrics):
         output = beam_search(model, scenario.prompt, scenario.attention_mask, cache=cache, eos_token_id=scenario.end,
                              **scenario.search)
         indices = generation.beam_indices(output)
-        strategies.beam_paths_against_recomputation(model, output, indices, scenario.attention_mask, compare,
+        generated.beam_paths_against_recomputation(model, output, indices, scenario.attention_mask, compare,
                                                     beams=beams, where=where)
         if compare.tolerance.greedy_tokens_identical:
             without_cache = scenario.without_cache
-            strategies.sequences_equal(output.sequences, without_cache.sequences, where=where)
+            generated.sequences_equal(output.sequences, without_cache.sequences, where=where)
             compare.logits_close(output.sequences_scores[None, :, None], without_cache.sequences_scores[None, :, None],
                                  where=f"{where}: sequence scores against beam search without cache")
     coverage.require(coverage.beam_coverage(indices, prompt_length=scenario.prompt.shape[1], window=window),
@@ -241,13 +245,13 @@ def test_crop_then_continue_matches_recomputation(model, window, tokens, compare
     generation.record_past(cache)
     adapter.forward(model, torch.cat([sequence[:, :kept], rejected], dim=1), cache=cache)
     result = overflow.attempt(lambda: generation.crop(cache, cropped), lambda: overflow.cache_state(cache))
-    outcome = strategies.grade(result.error)
+    outcome = grades.grade(result.error)
     metrics.update(outcome=outcome, exception=overflow.describe(result.error)[:500] if result.error else None)
     what = f"crop({cropped}) of a {cache_kind.replace('-', ' ')} holding {held} tokens (window {window})"
     if result.error is not None:
         refusal_failure(result, outcome, what, needs_evicted_positions=held > window)
         return
-    with strategies.graded(metrics):
+    with grades.graded(metrics):
         chunks_against_recomputation(model, cache, sequence, continuation, compare, cached=kept, label=f"after {what}")
 
 
@@ -300,12 +304,12 @@ def batching_run(batching_runs, target, checkpoint_path, model, window, named_to
         probe = tokens(2, window + 3)
         attention_before, logits_before = (generation.attention_implementation(batching_model),
                                            adapter.forward(batching_model, probe))
-        generated = error = None
+        batched = error = None
         try:
-            generated = generation.generate_batch(batching_model, prompts, max_new_tokens=max_new_tokens)
+            batched = generation.generate_batch(batching_model, prompts, max_new_tokens=max_new_tokens)
         except Exception as raised:  # noqa: BLE001 - graded by the test
             error = raised
-        batching_runs["run"] = BatchingRun(lengths, prompts, max_new_tokens, generated, error, attention_before,
+        batching_runs["run"] = BatchingRun(lengths, prompts, max_new_tokens, batched, error, attention_before,
                                            generation.attention_implementation(batching_model), logits_before,
                                            adapter.forward(batching_model, probe))
     return batching_runs["run"]
@@ -316,12 +320,12 @@ def test_continuous_batching_matches_greedy_decoding(model, batching_run, compar
     cache (by the untouched model) over the request's sequence so far."""
     run = batching_run
     eos_token_id = adapter.text_config(model.config).eos_token_id
-    with strategies.graded(metrics):
+    with grades.graded(metrics):
         if run.error is not None:
             raise run.error
-        for request, (prompt, generated) in enumerate(zip(run.prompts, run.generated, strict=True)):
-            strategies.greedy_choices_against_recomputation(
-                model, prompt, generated, compare, max_new_tokens=run.max_new_tokens, eos_token_id=eos_token_id,
+        for request, (prompt, tokens_out) in enumerate(zip(run.prompts, run.generated, strict=True)):
+            generated.greedy_choices_against_recomputation(
+                model, prompt, tokens_out, compare, max_new_tokens=run.max_new_tokens, eos_token_id=eos_token_id,
                 where=f"continuous batching: request {request} (prompt of {len(prompt)} tokens, lengths {run.lengths})",
             )
 
@@ -341,7 +345,7 @@ def test_static_cache_serves_another_batch_size_after_reset(model, window, token
     made_for, batch_sizes = 3, (3, 1, 2)
     prompt_length, steps = window + 1, window + 2
     cache = adapter.make_static_cache(model, batch_size=made_for, capacity=prompt_length + steps)
-    with strategies.graded(metrics):
+    with grades.graded(metrics):
         for batch_size in batch_sizes:
             adapter.reset(cache)
             prefill_and_decode(model, cache, tokens(batch_size, prompt_length), steps, compare,

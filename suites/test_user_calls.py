@@ -4,13 +4,13 @@ than the window W, longer than W and longer than 2W, each made as a user writes 
 The other suites make the harness's calls: where a release needs a workaround to reach a cache (a generation config
 rewritten so that a user's cache is accepted, the cache implementation that works on that release), the adapter
 applies it, because those suites inspect a working cache. This suite makes the plain call instead, so what a user
-meets is what it grades (cache_conformance/user_calls.py): correct (logits equal recomputation without cache, and
+meets is what it grades (cache_conformance/grading/user_calls.py): correct (logits equal recomputation without cache, and
 the cache that ran is the kind asked for), refused clearly, crashed, wrong, substituted (right output, another
 cache: a user's object not used, a growing cache for a static request) or oversized (right output, a static cache
 whose sliding layers hold more than W positions). Correct and refused clearly conform.
 Prompt lookup, assisted decoding and beam search also run on drawn inputs (hypothesis), since where drafts and
 beams land relative to the window decides some failures. A drafting or beam-search call also records what its inputs
-reached (cache_conformance/coverage.py) and fails as "precondition not met" where they reached none of the regimes
+reached (cache_conformance/grading/coverage.py) and fails as "precondition not met" where they reached none of the regimes
 it certifies: prompt lookup takes the model's own greedy continuation as its prompt, so drafts are accepted.
 """
 
@@ -19,16 +19,20 @@ import torch
 from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 
-from cache_conformance import adapter, coverage, findings, images, scenarios, strategies, user_calls
+from cache_conformance import adapter
 from cache_conformance.adapter import generation
-from cache_conformance.decoding import (
+from cache_conformance.grading import coverage, evidence, grades, user_calls
+from cache_conformance.grading.overflow import describe
+from cache_conformance.inputs import drafts, images, scenarios
+from cache_conformance.oracles import generated
+from cache_conformance.oracles.decoding import (
     generation_against_recomputation,
     greedy_continuation,
     one_token_per_call,
     random_tokens,
 )
-from cache_conformance.fixtures import fresh_draft
-from cache_conformance.overflow import describe
+from cache_conformance.plugin.suite_fixtures import fresh_draft
+from cache_conformance.probes import recorders
 
 CHOICES = user_calls.cache_choices()
 STRATEGIES = ("greedy", "beam-2", "beam-3", "prompt-lookup", "assisted")
@@ -55,7 +59,7 @@ def strategy_options(request, strategy: str, window: int) -> dict:
     return {}
 
 
-# What each drafting call must reach to certify anything (cache_conformance/coverage.py). Prompt lookup takes the
+# What each drafting call must reach to certify anything (cache_conformance/grading/coverage.py). Prompt lookup takes the
 # model's own greedy continuation as its prompt, so its drafts are accepted several at a time; assisted decoding takes
 # random text, which the draft model often continues otherwise than the model, so it rolls back.
 CERTIFIES = {
@@ -74,13 +78,28 @@ def test_generate_as_users_call_it(request, model, window, tokens, compare, metr
     elif strategy == "assisted":
         prompt = tokens(1, length)  # random text, which the draft model often continues otherwise than the model
     else:
-        prompt = user_calls.repeating_prompt(tokens, length, period=max(2, window // 2))
+        prompt = drafts.repeating_prompt(tokens, length, period=max(2, window // 2))
     options = strategy_options(request, strategy, window)
     where = f"generate() with {choice.id}, {strategy}, a prompt of {prompt.shape[1]} tokens (W={window})"
     # assisted decoding runs twice as many steps, so that some draft is rejected past the window
     new_tokens = 2 * window + 2 if strategy == "assisted" else window + 2
     call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=new_tokens, options=options,
                    where=where, certifies=CERTIFIES.get(strategy, ()))
+
+
+@pytest.mark.slow(except_on=IN_THE_DEFAULT_RUN)
+@pytest.mark.parametrize("choice", CHOICES, ids=[choice.id for choice in CHOICES])
+def test_prompt_lookup_rolling_back_across_the_window_edge(model, window, tokens, compare, metrics, choice):
+    """Prompt lookup whose first drafts are rejected across the sliding window's edge: a block of two tokens repeated
+    to W-1 tokens, which the model does not continue, so the cache holds W positions or more when the drafts are
+    rolled back and fewer after, and the sliding layers go back from full to not full. The fixed calls above reach
+    rollbacks after the window filled; this one reaches the edge itself, on every run, not by a drawn example."""
+    prompt = drafts.repeating_prompt(tokens, window - 1, period=2)
+    options = {"prompt_lookup_num_tokens": scenarios.lookup_drafts(window)}
+    where = (f"generate() with {choice.id}, prompt-lookup rolled back across the window edge, a prompt of "
+             f"{prompt.shape[1]} tokens (W={window})")
+    call_and_grade(model, compare, metrics, choice, "prompt-lookup", prompt, new_tokens=window + 2, options=options,
+                   where=where, certifies=(coverage.ROLLBACK_ACROSS_THE_WINDOW_EDGE,))
 
 
 IMAGE_SEED = 1234  # the multimodal prompt's pixel values
@@ -119,10 +138,10 @@ def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, comp
             options = {"prompt_lookup_num_tokens": data.draw(st.integers(1, 2 * window), label="drafts")}
         elif strategy == "assisted":
             assistant = data.draw(st.sampled_from(["draft model", "agreeing copy of the model"]), label="assistant")
-            drafts = data.draw(st.integers(1, 2 * window), label="drafts")
+            drafted = data.draw(st.integers(1, 2 * window), label="drafts")
             options = {"assistant_model": fresh_draft(request.getfixturevalue("loaded_draft_model"))
-                       if assistant == "draft model" else agreeing_assistant(request, model, drafts),
-                       "num_assistant_tokens": drafts}
+                       if assistant == "draft model" else agreeing_assistant(request, model, drafted),
+                       "num_assistant_tokens": drafted}
         else:
             options = {"num_beams": data.draw(st.integers(2, 4), label="beams")}
             choice = data.draw(st.sampled_from(CHOICES), label="cache choice")
@@ -131,7 +150,7 @@ def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, comp
         if agreeing:
             prompt = greedy_continuation(model, draw_tokens(1, min(length, scenarios.CONTINUATION_START)), length)
         else:
-            prompt = user_calls.repeating_prompt(draw_tokens, length, period)
+            prompt = drafts.repeating_prompt(draw_tokens, length, period)
         shown = {name: value for name, value in options.items() if name != "assistant_model"}
         kind = "the model's greedy continuation" if agreeing else f"a block of {period} repeated"
         where = (f"generate() with {choice.id}, {strategy} {shown}, a prompt of {length} tokens ({kind}, token seed "
@@ -165,13 +184,13 @@ DRAWN_CERTIFIES = {
 }
 
 
-def agreeing_assistant(request, model, drafts: int):
-    """A copy of the model as its assistant, asked for `drafts` drafts a step (strategies.agreeing_assistant): one
+def agreeing_assistant(request, model, drafted: int):
+    """A copy of the model as its assistant, asked for `drafted` drafts a step (drafts.agreeing_assistant): one
     copy per test, its drafts set per call."""
     cached = request.node.stash.setdefault(AGREEING_KEY, {})
     if "assistant" not in cached:
-        cached["assistant"] = strategies.agreeing_assistant(model, drafts)
-    cached["assistant"].generation_config.num_assistant_tokens = drafts
+        cached["assistant"] = drafts.agreeing_assistant(model, drafted)
+    cached["assistant"].generation_config.num_assistant_tokens = drafted
     return cached["assistant"]
 
 
@@ -204,7 +223,7 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
         options = {**options, "pixel_values": prompt_images.pixel_values, "token_type_ids": prompt_images.token_types}
     metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
     arguments, output, raised = None, None, None
-    with user_calls.CachesSeen(model) as seen, strategies.FedTokens(model) as fed:
+    with recorders.CachesSeen(model) as seen, recorders.FedTokens(model) as fed:
         try:  # making the user's cache object is part of the user's call
             arguments = choice.arguments(model, batch_size=options.get("num_beams", 1),
                                          capacity=prompt.shape[1] + new_tokens)
@@ -215,22 +234,22 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
     metrics.update(seen.as_metrics())
     if raised is not None:
         passed = {"max_new_tokens", *(arguments or {}), *options}
-        metrics.update(outcome=strategies.grade(raised, passed=passed), exception=describe(raised)[:500])
+        metrics.update(outcome=grades.grade(raised, passed=passed), exception=describe(raised)[:500])
         if metrics["outcome"] == "refused clearly":
             return None  # a clear refusal conforms
         stage = where if arguments is not None else f"{where}: making the user's {choice.object_class}"
         if metrics["outcome"] == "refused misleadingly":
-            named = strategies.arguments_named_but_not_passed(raised, passed)
-            raise findings.failure(f"refused misleadingly: {stage} raised {describe(raised)}: it names {named}, "
+            named = grades.arguments_named_but_not_passed(raised, passed)
+            raise evidence.failure(f"refused misleadingly: {stage} raised {describe(raised)}: it names {named}, "
                                    f"which the call did not pass", "misleading refusal", where=stage,
                                    named=named) from raised
-        raise findings.failure(f"crashed: {stage} raised {describe(raised)}", findings.CRASH, where=stage,
+        raise evidence.failure(f"crashed: {stage} raised {describe(raised)}", evidence.CRASH, where=stage,
                                raised=type(raised).__name__) from raised
     window = adapter.window(model.config)
-    with strategies.graded(metrics):
+    with grades.graded(metrics):
         if "num_beams" in options:
             indices = generation.beam_indices(output)
-            strategies.beam_paths_against_recomputation(model, output, indices, torch.ones_like(prompt), compare,
+            generated.beam_paths_against_recomputation(model, output, indices, torch.ones_like(prompt), compare,
                                                         beams=options["num_beams"], where=where)
             reached = coverage.beam_coverage(indices, prompt_length=prompt.shape[1], window=window)
         else:
@@ -243,12 +262,12 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
     problem = user_calls.substitution(choice, arguments, seen)
     if problem:
         metrics["outcome"] = "substituted"
-        raise findings.failure(f"substituted: {where}: {problem}", "substituted", choice=choice.id,
+        raise evidence.failure(f"substituted: {where}: {problem}", "substituted", choice=choice.id,
                                strategy=strategy, caches=seen.classes)
     problem = user_calls.oversized(choice, seen, model)
     if problem:
         metrics["outcome"] = "oversized"
-        raise findings.failure(f"oversized: {where}: {problem}", "oversized", choice=choice.id, strategy=strategy,
+        raise evidence.failure(f"oversized: {where}: {problem}", "oversized", choice=choice.id, strategy=strategy,
                                caches=seen.classes)
     if certifies:
         coverage.require(reached, certifies, where=where, metrics=metrics)
@@ -275,7 +294,7 @@ def test_forward_as_users_call_it(model, window, tokens, compare, metrics, choic
 
     where = f"forward() one token per call with {choice.id}, no cache_position (W={window})"
     metrics.update(choice=choice.id, strategy="forward", prompt_length=prompt.shape[1])
-    with strategies.graded_where_a_clear_refusal_conforms(metrics):
+    with grades.graded_where_a_clear_refusal_conforms(metrics):
         arguments = choice.arguments(model, batch_size=1, capacity=prompt.shape[1] + steps)
         passed["cache"] = arguments.get(adapter.CACHE_KEYWORD)
         one_token_per_call(model, step, prompt, steps, compare, label=where)

@@ -1,4 +1,3 @@
-import json
 import os
 import subprocess
 import sys
@@ -6,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from cache_conformance.selftest import pytest_runs
+from cache_conformance.records import results
+from cache_conformance.selftest import injection, pytest_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 # The environment this test process started with (pytest's note of the current test aside): a suite session run
@@ -25,13 +25,15 @@ def session_worker():
 @pytest.fixture
 def run_suites(tmp_path, request):
     """Run the conformance suites in a pytest session of their own; returns (exit code, output, results dict or
-    None). A session that loads a plugin (`-p`: the tests' plugins patch the harness for good), runs xdist workers,
+    None). A session that loads a plugin (`-p`: the tests' plugins patch the harness for good; the self-test's
+    injection is undone when its session ends), runs xdist workers,
     or runs with a changed environment gets a fresh process; any other runs in `session_worker`, where each
     session's options, fixtures and `--inject-fault` patch end with the session."""
 
     def run(*args: str, results_name: str = "results.json", workers: int = 0):
         environment = {name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"}
-        if "-p" not in args and not workers and environment == STARTING_ENVIRONMENT:
+        plugins = {args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "-p"}
+        if plugins <= {injection.__name__} and not workers and environment == STARTING_ENVIRONMENT:
             session = pytest_runs.Session(("-p", "no:xdist", *args))
             done = request.getfixturevalue("session_worker").submit(pytest_runs.run_here, session).result()
             return done.code, done.output, done.results
@@ -43,8 +45,7 @@ def run_suites(tmp_path, request):
             cwd=ROOT, capture_output=True, text=True, env=os.environ | {"PYTHONHASHSEED": "0"}, check=False,
         )
         output = completed.stdout + completed.stderr
-        results = json.loads(results_file.read_text()) if results_file.exists() else None
-        return completed.returncode, output, results
+        return completed.returncode, output, results.read(results_file) if results_file.exists() else None
 
     return run
 

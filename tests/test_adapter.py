@@ -60,7 +60,7 @@ def test_the_static_cache_names_the_configs_sliding_layers():
     """layer_is_sliding reads the flags of the cache make_static_cache builds, and they agree with the config."""
     import torch
 
-    from cache_conformance import checkpoint
+    from cache_conformance.plugin import checkpoint
 
     model = adapter.load_model(checkpoint.EMBEDDED, dtype=torch.float32, device="cpu", attn_implementation="eager")
     cache = adapter.make_static_cache(model, batch_size=1, capacity=4)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from cache_conformance import expectations
+from cache_conformance.records import expectations
 from cache_conformance.releases import adopt
 
 DATA = Path(__file__).resolve().parent / "data" / "adopt"
@@ -86,7 +86,7 @@ def test_results_judged_with_expectations_are_judged_again_from_what_the_tests_d
     "edit, complaint",
     [(lambda data: data["run_info"].update(transformers="4.50.3"), "is not newer than 4.50.3, the adopted release"),
      (lambda data: data["run_info"].update(crashed="exit code 1"), "the run crashed"),
-     (lambda data: data.pop("tests"), "not a results file")],
+     (lambda data: data.pop("tests"), '"tests" is not a list')],
     ids=["not-newer", "crashed", "not-results"],
 )
 def test_bad_results_are_one_line_and_change_nothing(expectations_file, tmp_path, capsys, edit, complaint):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from cache_conformance import checkpoint
+from cache_conformance.plugin import checkpoint
 
 SCRIPT = checkpoint.EMBEDDED.parent / "make_tiny_gemma3.py"
 

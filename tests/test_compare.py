@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from cache_conformance.compare import Comparison, logit_correlation
-from cache_conformance.tolerances import TOLERANCES, Tolerance, tolerance_for
+from cache_conformance.oracles.compare import Comparison, logit_correlation
+from cache_conformance.oracles.tolerances import TOLERANCES, Tolerance, tolerance_for
 
 TIGHT = Tolerance(atol=1e-4, rtol=0.0, greedy_tokens_identical=True)
 

@@ -1,10 +1,10 @@
-"""Counting compilations and reading torch's reason for a recompilation (cache_conformance/compilation.py), on a
+"""Counting compilations and reading torch's reason for a recompilation (cache_conformance/probes/compilation.py), on a
 function small enough to compile in well under a second with dynamo alone."""
 
 import pytest
 import torch
 
-from cache_conformance import compilation
+from cache_conformance.probes import compilation
 
 
 class Holder:

@@ -5,6 +5,8 @@ same cache with every file overwritten by random bytes."""
 
 import os
 
+from cache_conformance.selftest import injection
+
 COMPILED_CHECK = ["suites/test_compiled.py::test_compiled_decode_matches_recomputation", "--device", "cpu",
                   "-k", "float32-cpu-sdpa", "--no-expectations"]
 CHECK_ID = "suites/test_compiled.py::test_compiled_decode_matches_recomputation[float32-cpu-sdpa]"
@@ -20,8 +22,8 @@ def test_a_stale_or_corrupt_compile_cache_does_not_change_the_verdict(run_suites
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
 
     # Positive control, and the stale cache: compiled with keys rounded, the check fails and its graphs are cached.
-    code, output, results = run_suites(*COMPILED_CHECK, "-p", "cache_conformance.selftest.injection",
-                                       "--inject-fault", "compiled-keys-rounded", results_name="stale.json")
+    code, output, results = run_suites(*COMPILED_CHECK, *injection.arguments("compiled-keys-rounded"),
+                                       results_name="stale.json")
     assert outcome(results) == "failed", output[-3000:]
     stale_files = [path for path in cache.rglob("*") if path.is_file()]
     assert stale_files, "the faulty run cached nothing: this test could not see a stale entry used"

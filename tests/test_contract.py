@@ -1,9 +1,9 @@
-"""The cache contract's record of a member (cache_conformance/contract.py): present, deprecated or absent, read from
+"""The cache contract's record of a member (cache_conformance/probes/contract.py): present, deprecated or absent, read from
 the object a user holds; a note to deprecate some day is not a deprecation."""
 
 import logging
 
-from cache_conformance import contract
+from cache_conformance.probes import contract
 
 logger = logging.getLogger(__name__)
 

@@ -1,12 +1,13 @@
-"""What a strategy's inputs reached (cache_conformance/coverage.py) on stand-in calls: each regime is told apart
+"""What a strategy's inputs reached (cache_conformance/grading/coverage.py) on stand-in calls: each regime is told apart
 from its near miss, and the precondition fails a check whose inputs reached none of its regimes."""
 
 import pytest
 import torch
 
-from cache_conformance import coverage, expectations, findings
-from cache_conformance.decoding import new_tokens_as_asked
-from cache_conformance.releases import evidence
+from cache_conformance.grading import coverage, evidence
+from cache_conformance.oracles.decoding import new_tokens_as_asked
+from cache_conformance.records import expectations
+from cache_conformance.releases import replay
 
 PROMPT = [10, 11, 12]
 SEQUENCE = [*PROMPT, 20, 21, 22, 23, 24]
@@ -32,9 +33,12 @@ def test_drafts_past_the_end_of_the_sequence_are_not_counted():
 
 
 @pytest.mark.parametrize(("step", "reached"), [
-    (coverage.DraftStep(start=3, proposed=3, accepted=1), {coverage.ROLLBACK}),  # one kept, before the window
-    (coverage.DraftStep(start=3, proposed=3, accepted=2), {coverage.ROLLBACK, coverage.SEVERAL_ACCEPTED}),
-    (coverage.DraftStep(start=6, proposed=3, accepted=0), {coverage.ROLLBACK}),  # keeps 6 <= W = 6
+    (coverage.DraftStep(start=2, proposed=3, accepted=1), {coverage.ROLLBACK}),  # one kept, before the window
+    (coverage.DraftStep(start=2, proposed=3, accepted=2), {coverage.ROLLBACK, coverage.SEVERAL_ACCEPTED}),
+    (coverage.DraftStep(start=2, proposed=3, accepted=0), {coverage.ROLLBACK}),  # held 5 < W: all below the edge
+    (coverage.DraftStep(start=3, proposed=3, accepted=1), {coverage.ROLLBACK,  # held 6 = W, keeps 4
+                                                           coverage.ROLLBACK_ACROSS_THE_WINDOW_EDGE}),
+    (coverage.DraftStep(start=6, proposed=3, accepted=0), {coverage.ROLLBACK}),  # keeps 6 <= W = 6: not below it
     (coverage.DraftStep(start=7, proposed=3, accepted=0), {coverage.ROLLBACK, coverage.ROLLBACK_AFTER_THE_WINDOW_FILLED}),
     (coverage.DraftStep(start=5, proposed=1, accepted=1), {coverage.ACCEPTED_RUN_ACROSS_THE_WINDOW_EDGE}),  # 5 -> 6
     (coverage.DraftStep(start=6, proposed=1, accepted=1), set()),  # starts at the edge: crosses nothing
@@ -72,7 +76,7 @@ def test_the_precondition_fails_where_no_certified_regime_was_reached():
                        ) as failure:
         coverage.require(reached, (coverage.SEVERAL_ACCEPTED,), where="run", metrics=metrics)
     assert metrics["outcome"] == "precondition not met"
-    assert findings.of(failure.value)["kind"] == coverage.PRECONDITION
+    assert evidence.of(failure.value)["kind"] == coverage.PRECONDITION
 
 
 @pytest.mark.parametrize(("generated", "message"), [
@@ -91,7 +95,7 @@ def test_greedy_decoding_returns_as_many_tokens_as_asked(generated, message):
             new_tokens_as_asked(sequences, 2, 4, (1,), where="call")
 
 
-# The default run's checks that record what their inputs reached (cache_conformance/coverage.py), by test function.
+# The default run's checks that record what their inputs reached (cache_conformance/grading/coverage.py), by test function.
 CHECKS_WITH_COVERAGE = ("test_assisted_decoding_matches_recomputation",
                         "test_prompt_lookup_decoding_matches_recomputation",
                         "test_beam_search_matches_recomputation", "test_drawn_calls_are_correct_or_refused_clearly")
@@ -103,7 +107,7 @@ def test_no_check_of_the_adopted_release_passed_without_reaching_a_regime_it_cer
     its coverage and reached a regime it certifies; none failed as "precondition not met". A finding (a crash, a
     wrong result, a substituted cache) stands whatever the inputs reached; a refusal reaches nothing."""
     adopted = expectations.load(expectations.DEFAULT_PATH).adopted
-    records = evidence.committed_runs()[adopted]
+    records = replay.committed_runs()[adopted]
     judged = []
     for record in records:
         function = record["id"].split("::")[1].split("[")[0]

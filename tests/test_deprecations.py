@@ -6,7 +6,8 @@ import logging
 import shlex
 import warnings
 
-from cache_conformance import ROOT, deprecations
+from cache_conformance import ROOT
+from cache_conformance.probes import deprecations
 
 
 def gate_warning_options() -> list[str]:

@@ -5,15 +5,16 @@ import pytest
 import torch
 from packaging.version import Version
 
-from cache_conformance import checkpoint, dispatch
 from cache_conformance.adapter import dispatch as dispatch_adapter
+from cache_conformance.plugin import checkpoint
+from cache_conformance.probes import offloading
 
 
 @pytest.mark.parametrize("path", [checkpoint.EMBEDDED, checkpoint.OTHER_EMBEDDED, checkpoint.MULTIMODAL_EMBEDDED],
                          ids=["text", "other", "multimodal"])
 def test_a_device_map_names_every_module_once_and_no_key_lies_inside_another(path):
-    layers, _ = dispatch.module_names(path)
-    device_map = dispatch.device_map(path, main="cpu", layer_devices={1: "disk", 2: "cpu"})
+    layers, _ = offloading.module_names(path)
+    device_map = offloading.device_map(path, main="cpu", layer_devices={1: "disk", 2: "cpu"})
     keys = list(device_map)
     assert not [(a, b) for a in keys for b in keys if a != b and b.startswith(a + ".")]
     assert [device_map[name] for name in layers[:3]] == ["cpu", "disk", "cpu"]
@@ -25,8 +26,8 @@ def test_the_cache_is_found_whatever_keyword_the_release_passes_it_under():
 
     cache = transformers.DynamicCache()
     for keyword in ("past_key_value", "past_key_values", "cache"):
-        assert dispatch.cache_passed({"hidden_states": torch.zeros(1), keyword: cache}) is cache
-    assert dispatch.cache_passed({"hidden_states": torch.zeros(1)}) is None
+        assert offloading.cache_passed({"hidden_states": torch.zeros(1), keyword: cache}) is cache
+    assert offloading.cache_passed({"hidden_states": torch.zeros(1)}) is None
 
 
 class TinyConfig:
@@ -54,5 +55,5 @@ FULL_LAYER, SLIDING_LAYER = 128 * 10, 128 * 4
 ])
 def test_the_offloaded_cache_promise_per_release(monkeypatch, release, promised):
     monkeypatch.setattr(dispatch_adapter, "INSTALLED", Version(release))
-    got, whole = dispatch.offloaded_cache_device_bytes(TinyModel(), batch_size=1, capacity=10)
+    got, whole = offloading.offloaded_cache_device_bytes(TinyModel(), batch_size=1, capacity=10)
     assert (got, whole) == (promised, 3 * SLIDING_LAYER + FULL_LAYER)

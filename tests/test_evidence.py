@@ -1,86 +1,69 @@
-"""The evidence behind suites/expectations.toml: the committed raw scans (reports/scans/) and GPU runs
-(reports/device-runs/), replayed against the expectations file by cache_conformance.releases.evidence."""
-
-import json
-from pathlib import Path
+"""What a failed check carries as evidence (cache_conformance/grading/evidence.py), as the self-test and results read it."""
 
 import pytest
-from packaging.version import Version
+import torch
 
-from cache_conformance import expectations
-from cache_conformance.releases import evidence
-from cache_conformance.releases import workflow as releases
-
-ROOT = Path(__file__).resolve().parent.parent
-SHOWN = 30
+from cache_conformance.grading import evidence
+from cache_conformance.oracles.compare import Comparison
+from cache_conformance.oracles.decoding import located
+from cache_conformance.oracles.tolerances import Tolerance
 
 
-@pytest.fixture(scope="module")
-def known():
-    return expectations.load(expectations.DEFAULT_PATH)
+def test_a_failure_carries_its_kind_location_and_figures_as_plain_values():
+    error = evidence.failure("boom", "logits", where="decode step 2", position=torch.tensor(7),
+                             difference=torch.tensor(0.5, dtype=torch.float64), limit=1e-4)
+    assert evidence.of(error) == {"kind": "logits", "where": "decode step 2", "position": 7, "difference": 0.5,
+                                  "limit": 1e-4}
+    assert type(evidence.of(error)["position"]) is int
 
 
-@pytest.fixture(scope="module")
-def runs():
-    return evidence.committed_runs()
+def test_located_as_marks_an_assertion_and_a_pytest_fail_but_keeps_the_innermost_evidence():
+    layers_misplaced = [3]
+    with pytest.raises(AssertionError) as plain, evidence.located_as("placement", layer=3):
+        assert not layers_misplaced, "misplaced"
+    assert evidence.of(plain.value) == {"kind": "placement", "layer": 3}
+    with pytest.raises(pytest.fail.Exception) as failed, evidence.located_as("storage", step=1):
+        pytest.fail("moved", pytrace=False)
+    assert evidence.of(failed.value)["kind"] == "storage"
+    with pytest.raises(AssertionError) as inner, evidence.located_as("image-influence", layer=0):
+        raise evidence.failure("differs", "logits", position=4)
+    assert evidence.of(inner.value) == {"kind": "logits", "position": 4}
 
 
-@pytest.fixture(scope="module")
-def replayed(known, runs):
-    return evidence.replay(known, runs)
+def test_other_exceptions_pass_through_without_evidence():
+    with pytest.raises(IndexError) as raised, evidence.located_as("overflow"):
+        raise IndexError("out of bounds")
+    assert evidence.of(raised.value) is None
 
 
-def test_every_minor_release_up_to_the_adopted_one_has_a_raw_scan(known):
-    scanned = {}
-    for path in (ROOT / "reports" / "scans").rglob("transformers-*.json"):
-        info = json.loads(path.read_text())["run_info"]
-        assert info["expectations"] == "ignored", f"{path} is not a raw scan (run it with --no-expectations)"
-        scanned.setdefault(Version(info["transformers"]).release[:2], path)
-    minors = {tuple(map(int, minor.split("."))) for minor in releases.tox_minors((ROOT / "tox.ini").read_text())}
-    wanted = {minor for minor in minors if minor <= known.adopted.release[:2]}
-    assert wanted <= set(scanned), f"no raw scan of {sorted(wanted - set(scanned))}"
+def test_evidence_follows_raise_from_but_not_an_exception_being_handled():
+    cause = evidence.failure("differs", "logits")
+    try:
+        raise AssertionError("wrong: differs") from cause
+    except AssertionError as wrapped:
+        assert evidence.of(wrapped)["kind"] == "logits"
+    try:
+        try:
+            raise cause
+        except AssertionError:
+            raise AssertionError("another failure while handling it")  # a failure of its own, not raised from `cause`
+    except AssertionError as unrelated:
+        assert evidence.of(unrelated) is None
 
 
-def test_every_committed_raw_failure_is_explained_by_the_entry_that_judges_it(replayed):
-    assert not replayed.unexplained, (f"{len(replayed.unexplained)} committed raw failures no entry explains:\n"
-                                      + "\n".join(replayed.unexplained[:SHOWN]))
+def test_a_step_that_raised_is_evidence_of_a_crash():
+    with pytest.raises(AssertionError) as raised, located("decode step 3"):
+        raise ValueError("max abs diff 3 exceeds tolerance")
+    assert evidence.of(raised.value) == {"kind": evidence.CRASH, "where": "decode step 3", "raised": "ValueError"}
 
 
-def test_every_entry_explains_a_committed_failure_on_each_scanned_release_it_claims(replayed):
-    assert not replayed.unproven, "\n".join(replayed.unproven[:SHOWN])
-
-
-def test_no_entry_claims_a_test_that_passed_on_a_release_it_covers(replayed):
-    assert not replayed.claimed_passes, "\n".join(replayed.claimed_passes[:SHOWN])
-
-
-def test_evidence_texts_name_only_releases_that_ran(replayed):
-    assert not replayed.unscanned, "\n".join(replayed.unscanned)
-
-
-def test_the_replay_sees_an_unexplained_failure_an_unproven_claim_and_an_unscanned_version(known, runs):
-    """Positive control: the same committed runs against an expectations file with one entry taken out, one
-    claiming a release it was not seen failing on, and one naming a release no run ran."""
-    overflow = next(e for e in known.entries if e.tests == ["suites/test_overflow.py::test_overflow_error_is_clear[*"])
-    claimed = expectations.Expectation(["suites/test_overflow.py::test_overflow_raises[*"], overflow.releases,
-                                       ["AssertionError"], overflow.match, "made up", "seen on 4.49.9")
-    altered = expectations.ExpectationsFile(known.path, known.adopted,
-                                            [claimed, *(e for e in known.entries if e is not overflow)])
-    found = evidence.replay(altered, runs)
-    assert any("test_overflow_error_is_clear[" in line and "is neither a ValueError" in line
-               for line in found.unexplained), found.unexplained[:3]
-    assert any(line.startswith("expected_failure #1 (suites/test_overflow.py::test_overflow_raises[*")
-               for line in found.unproven)
-    assert found.unscanned[0].endswith("evidence names 4.49.9, which no committed run ran")
-
-
-def test_the_replay_names_a_pass_that_an_entry_claims(tmp_path):
-    """Positive control of the claimed-passes check: an entry over a test that passed on a release it covers."""
-    path = tmp_path / "expectations.toml"
-    path.write_text('adopted = "5.0.0"\n\n[[expected_failure]]\ntests = ["suites/test_x.py::test_y[*"]\n'
-                    'releases = ">=5.0,<=5.0.0"\nraises = "AssertionError"\nmatch = "wrong"\nreason = "r"\n'
-                    'evidence = "e"\n')
-    record = {"id": "suites/test_x.py::test_y[float32-cpu-eager]", "raw_outcome": "passed", "outcome": "passed"}
-    found = evidence.replay(expectations.load(path), {Version("5.0.0"): [record]})
-    assert found.claimed_passes == [
-        "5.0.0 suites/test_x.py::test_y[float32-cpu-eager]: passed, but an entry expects it to fail"]
+def test_a_logit_comparison_that_fails_says_where_and_by_how_much():
+    compare = Comparison(Tolerance(atol=0.01, rtol=0.0, greedy_tokens_identical=False))
+    expected = torch.zeros(1, 3, 5)
+    actual = expected.clone()
+    actual[0, 2, 1] = 0.25
+    with pytest.raises(AssertionError) as raised:
+        compare.logits_close(actual, expected, where="decode step 1", positions=[10, 11, 12])
+    found = evidence.of(raised.value)
+    assert found == {"kind": "logits", "where": "decode step 1", "position": 12, "batch": 0,
+                        "difference": pytest.approx(0.25), "limit": 0.01}

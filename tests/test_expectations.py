@@ -1,7 +1,7 @@
 import pytest
 from packaging.version import Version
 
-from cache_conformance import expectations
+from cache_conformance.records import expectations
 
 ENTRY = r"""
 adopted = "5.24.0"
@@ -80,6 +80,7 @@ def test_extending_a_range_moves_only_its_upper_bound(releases, extended):
         (ENTRY.replace('["suites/test_equivalence.py::test_chunked*[float32-*", "*::test_other"]', "'x'"),
          "tests must be a list"),
         (ENTRY + "colour = 'red'\n", "unknown keys ['colour']"),
+        (ENTRY + "checkpoints = 'tiny-gemma3'\n", "checkpoints must be a list of embedded checkpoints' folder names"),
         (ENTRY.replace(">=4.50,<4.56", "four-fifty"), "is not a version specifier"),
         (ENTRY.replace(">=4.50,<4.56", ">=4.50"), "has no upper bound"),
         (ENTRY.replace(">=4.50,<4.56", ">=4.50,!=4.52.*"), "has no upper bound"),

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from cache_conformance import checkpoint, images
 from cache_conformance.adapter import multimodal
+from cache_conformance.inputs import images
+from cache_conformance.plugin import checkpoint
 
 
 class TinyMultimodal:

@@ -5,7 +5,8 @@ on."""
 import os
 import signal
 
-from cache_conformance import isolation, overflow
+from cache_conformance.grading import overflow
+from cache_conformance.probes import isolation
 
 
 def returns_a_value(x):

@@ -5,7 +5,9 @@ and the storage probe sees a move and a resize."""
 import pytest
 import torch
 
-from cache_conformance import adapter, checkpoint, memory
+from cache_conformance import adapter
+from cache_conformance.plugin import checkpoint
+from cache_conformance.probes import memory
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ rejects the misbehaviour it exists for and accepts a conforming error. No transf
 import pytest
 import torch
 
-from cache_conformance import overflow
+from cache_conformance.grading import overflow
 
 CAPACITY = 16
 

@@ -5,9 +5,8 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from cache_conformance import expectations
-from cache_conformance.releases import pins
-from cache_conformance.releases import workflow as releases
+from cache_conformance.records import expectations
+from cache_conformance.releases import jobs, pins
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,12 +22,12 @@ def test_the_pinned_transformers_is_the_adopted_release():
 
 def test_the_pinned_release_has_its_own_tox_environment():
     minor = ".".join(pins.pinned("transformers").split(".")[:2])
-    assert minor in releases.tox_minors((ROOT / "tox.ini").read_text())
+    assert minor in jobs.tox_minors((ROOT / "tox.ini").read_text())
 
 
 def test_the_pinned_torch_is_the_one_the_environments_install():
-    assert pins.pinned("torch") == releases.TORCH
-    assert f"torch=={releases.TORCH}" in (ROOT / "tox.ini").read_text()
+    assert pins.pinned("torch") == jobs.TORCH
+    assert f"torch=={jobs.TORCH}" in (ROOT / "tox.ini").read_text()
 
 
 def test_a_pin_is_read_exactly(tmp_path):

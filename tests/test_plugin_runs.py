@@ -5,22 +5,26 @@ Each test runs a small slice of the real suites in a fresh pytest process on the
 
 import pytest
 
+from cache_conformance.selftest import injection
+
 ONE_CHECK = ["suites/test_equivalence.py::test_prefill_then_decode_across_the_window", "--device", "cpu",
              "-k", "float32-cpu-eager and prompt-equal"]
 
 
 def expectation_file(tmp_path, test_pattern, raises="AssertionError", match="max abs diff", releases=">=4.50,<99",
-                     adopted="99"):
+                     adopted="99", checkpoints=None):
     path = tmp_path / "expectations.toml"
     path.write_text(
         f'adopted = "{adopted}"\n[[expected_failure]]\ntests = ["{test_pattern}"]\nreleases = "{releases}"\n'
         f'raises = "{raises}"\nmatch = \'{match}\'\nreason = "made up for this test"\nevidence = "none"\n'
+        + (f"checkpoints = {checkpoints!r}\n".replace("'", '"') if checkpoints else "")
     )
     return path
 
 
 def run_one_check_expected_to_fail(run_suites, tmp_path, *args, **failure):
-    """ONE_CHECK with an expectation naming `failure` (raises, match) for it; returns run_suites' answer."""
+    """ONE_CHECK with an expectation naming `failure` (raises, match, checkpoints) for it; returns run_suites'
+    answer."""
     path = expectation_file(tmp_path, "*test_prefill_then_decode_across_the_window*", **failure)
     return run_suites(*ONE_CHECK, f"--expectations-file={path}", *args)
 
@@ -45,19 +49,30 @@ def test_an_expected_failure_that_passes_turns_the_run_red(run_suites, tmp_path)
     assert record["reason"] == "made up for this test"
 
 
+def test_an_expected_failure_that_passes_on_a_checkpoint_the_entry_does_not_name_is_a_pass(run_suites, tmp_path):
+    """The entry names only the differently shaped embedded checkpoint: on the embedded one its check passing is
+    not an XPASS (that checkpoint does not reach the defect), and the record says so. The test above, with the
+    entry's default checkpoints, is the control: there the same pass is XPASS(strict)."""
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, checkpoints=["tiny-gemma3-other"])
+    assert code == 0, output
+    [record] = results["tests"]
+    assert (record["outcome"], record["raw_outcome"], record["expected"]) == ("passed", "passed", "fail")
+    assert record["not_reached"].startswith("passed on this checkpoint; expected to fail on tiny-gemma3-other")
+
+
 def test_an_expected_failure_that_fails_is_green_and_keeps_the_raw_outcome(run_suites, tmp_path):
-    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, "--inject-fault", "early-eviction")
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, *injection.arguments("early-eviction"))
     assert code == 0, output
     [record] = results["tests"]
     assert (record["outcome"], record["raw_outcome"]) == ("xfailed", "failed")
     assert "max abs diff" in record["message"]
-    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, "--inject-fault", "early-eviction",
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, *injection.arguments("early-eviction"),
                                                            "--no-expectations")
     assert code == 1 and results["tests"][0]["outcome"] == "failed" and results["run_info"]["expectations"] == "ignored"
 
 
 def test_a_failure_of_another_kind_than_expected_turns_the_run_red_with_both_texts(run_suites, tmp_path):
-    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, "--inject-fault", "early-eviction",
+    code, output, results = run_one_check_expected_to_fail(run_suites, tmp_path, *injection.arguments("early-eviction"),
                                                            match="holds position")
     assert code == 1, output
     [record] = results["tests"]
@@ -136,7 +151,7 @@ def test_bad_input_is_one_line_not_a_traceback(run_suites, args, message):
 def test_another_checkpoint_folder_is_used_when_given(run_suites, tmp_path):
     import shutil
 
-    from cache_conformance.checkpoint import EMBEDDED
+    from cache_conformance.plugin.checkpoint import EMBEDDED
 
     local = tmp_path / "local-gemma3"
     shutil.copytree(EMBEDDED, local)
@@ -154,7 +169,7 @@ def test_another_checkpoint_folder_is_used_when_given(run_suites, tmp_path):
     ],
 )
 def test_results_keep_the_collected_id_when_xdist_appends_its_group(reported, recorded):
-    from cache_conformance.results import without_xdist_group
+    from cache_conformance.records.results import without_xdist_group
 
     assert without_xdist_group(reported) == recorded
 
@@ -189,7 +204,7 @@ def test_with_another_checkpoint_unused_snapshots_do_not_fail_the_run(run_suites
     """With a checkpoint other than the embedded one the text snapshots skip, and syrupy reported them as unused
     and failed the run when the multimodal suite's snapshot was used in the same session (seen in the default run
     on 5.24 with syrupy 7.0)."""
-    # Every suite but the two with snapshots (and the cheap checkpoint suite) left out: without plugin.py's
+    # Every suite but the two with snapshots (and the cheap checkpoint suite) left out: without plugin/hooks.py's
     # warn_unused_snapshots this run still fails as the default run did (checked on 5.25).
     others = ["test_compiled", "test_equivalence", "test_sliding_window", "test_memory", "test_overflow",
               "test_deprecations", "test_dispatch", "test_quantized_cache", "test_strategies", "test_user_calls",
@@ -216,6 +231,6 @@ def test_with_another_checkpoint_unused_snapshots_do_not_fail_the_run(run_suites
          "before-raised-existed-a-rewritten-assert"],
 )
 def test_a_records_exception_is_read_as_expectations_judge_it(record, expected):
-    from cache_conformance.results import exception_of
+    from cache_conformance.records.results import exception_of
 
     assert exception_of(record) == expected

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from cache_conformance import registry
+from cache_conformance.records import registry
 from cache_conformance.selftest import faults
 
 

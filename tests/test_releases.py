@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from cache_conformance.releases import workflow as releases
+from cache_conformance.releases import ReleasesError, jobs, publishing, regression, selection
 from cache_conformance.report.load import load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 INDEX_FILE = ROOT / "tests" / "data" / "pypi-transformers.json"
 INDEX = json.loads(INDEX_FILE.read_text())
-TOX_MINORS = releases.tox_minors((ROOT / "tox.ini").read_text())
+TOX_MINORS = jobs.tox_minors((ROOT / "tox.ini").read_text())
 
 
 def record(check: str, outcome: str, *, dtype: str = "float32", device: str = "cpu", message: str = "") -> dict:
@@ -48,14 +48,14 @@ def write_published(folder: Path, versions) -> None:
 def published_in(folder: Path) -> set:
     runs, errors = load_results(folder)
     assert errors == []
-    return releases.published_releases(runs)
+    return selection.published_releases(runs)
 
 
-NEWEST_PATCHES = releases.newest_patches(releases.final_releases(INDEX))
+NEWEST_PATCHES = selection.newest_patches(selection.final_releases(INDEX))
 
 
 def test_final_releases_leave_out_older_pre_and_yanked_releases():
-    found = releases.final_releases(INDEX)
+    found = selection.final_releases(INDEX)
     assert found[0] == Version("4.50.0") and found[-1] == Version("5.23.0")
     for left_out in ("4.49.0", "5.0.0rc3", "4.52.0", "4.57.0", "5.10.0"):  # 4.52.0, 4.57.0, 5.10.0 are yanked
         assert Version(left_out) not in found
@@ -65,12 +65,12 @@ def test_final_releases_leave_out_older_pre_and_yanked_releases():
 def test_a_release_not_in_the_results_is_selected(tmp_path):
     assert NEWEST_PATCHES[-1] == Version("5.23.0") and Version("4.57.6") in NEWEST_PATCHES
     write_published(tmp_path, NEWEST_PATCHES[:-1])
-    assert releases.releases_to_run(INDEX, published_in(tmp_path)) == [Version("5.23.0")]
+    assert selection.releases_to_run(INDEX, published_in(tmp_path)) == [Version("5.23.0")]
 
 
 def test_nothing_runs_when_every_release_is_published(tmp_path):
     write_published(tmp_path, NEWEST_PATCHES)
-    assert releases.releases_to_run(INDEX, published_in(tmp_path)) == []
+    assert selection.releases_to_run(INDEX, published_in(tmp_path)) == []
     completed = subprocess.run(
         [sys.executable, "-m", "cache_conformance.releases", "plan", "--index", str(INDEX_FILE), "--published",
          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -79,9 +79,9 @@ def test_nothing_runs_when_every_release_is_published(tmp_path):
 
 def test_a_new_patch_of_an_old_minor_runs_in_that_minors_environment_pinned_exactly(tmp_path):
     write_published(tmp_path, [v if v != Version("4.57.6") else Version("4.57.5") for v in NEWEST_PATCHES])
-    found = releases.releases_to_run(INDEX, published_in(tmp_path))
+    found = selection.releases_to_run(INDEX, published_in(tmp_path))
     assert found == [Version("4.57.6")]
-    [job] = releases.job_matrix(found, minors_with_env=TOX_MINORS, gpu_runner=False)["include"]
+    [job] = jobs.job_matrix(found, minors_with_env=TOX_MINORS, gpu_runner=False)["include"]
     assert (job["tox_env"], job["constraint"], job["device"]) == ("py311-transformers-4.57", "transformers==4.57.6", "cpu")
     assert job["results_file"] == "transformers-4.57.6.json" and job["runs_on"] == "ubuntu-latest"
 
@@ -90,12 +90,12 @@ def test_a_minor_without_a_tox_environment_runs_in_latest_and_a_gpu_runner_adds_
     newest_minor = max(TOX_MINORS, key=Version)
     unknown = Version(newest_minor).major, Version(newest_minor).minor + 1
     release = Version(f"{unknown[0]}.{unknown[1]}.0")
-    jobs = releases.job_matrix([release], minors_with_env=TOX_MINORS, gpu_runner=True)["include"]
-    assert [(j["device"], j["tox_env"], j["results_file"]) for j in jobs] == [
+    planned = jobs.job_matrix([release], minors_with_env=TOX_MINORS, gpu_runner=True)["include"]
+    assert [(j["device"], j["tox_env"], j["results_file"]) for j in planned] == [
         ("cpu", "py311-transformers-latest", f"transformers-{release}.json"),
         ("cuda", "py311-transformers-latest", f"transformers-{release}-cuda.json"),
     ]
-    assert jobs[1]["runs_on"] == ["self-hosted", "gpu"] and "+cpu" not in jobs[1]["torch"]
+    assert planned[1]["runs_on"] == ["self-hosted", "gpu"] and "+cpu" not in planned[1]["torch"]
 
 
 def test_a_crashed_stand_in_does_not_count_as_published(tmp_path):
@@ -104,15 +104,15 @@ def test_a_crashed_stand_in_does_not_count_as_published(tmp_path):
     data = json.loads(path.read_text())
     data["run_info"]["crashed"] = "tox could not install the environment"
     path.write_text(json.dumps(data))
-    assert releases.releases_to_run(INDEX, published_in(tmp_path)) == [Version("5.23.0")]
+    assert selection.releases_to_run(INDEX, published_in(tmp_path)) == [Version("5.23.0")]
 
 
 def test_requested_releases_run_again_and_unknown_ones_are_refused(tmp_path):
     write_published(tmp_path, NEWEST_PATCHES)
-    assert releases.releases_to_run(INDEX, set(NEWEST_PATCHES), ["5.0.0", "4.50.3"]) == [Version("4.50.3"),
+    assert selection.releases_to_run(INDEX, set(NEWEST_PATCHES), ["5.0.0", "4.50.3"]) == [Version("4.50.3"),
                                                                                         Version("5.0.0")]
-    with pytest.raises(releases.ReleasesError, match=r"\['5.0.0rc1'\] are not final"):
-        releases.releases_to_run(INDEX, set(), ["5.0.0rc1"])
+    with pytest.raises(ReleasesError, match=r"\['5.0.0rc1'\] are not final"):
+        selection.releases_to_run(INDEX, set(), ["5.0.0rc1"])
     completed = subprocess.run(
         [sys.executable, "-m", "cache_conformance.releases", "plan", "--index", str(INDEX_FILE), "--published",
          str(tmp_path), "--requested", "4.52.0"], cwd=ROOT, capture_output=True, text=True, check=False)
@@ -123,8 +123,8 @@ def test_requested_releases_run_again_and_unknown_ones_are_refused(tmp_path):
 def test_a_bad_index_answer_is_one_line_of_error(tmp_path):
     bad = tmp_path / "index.json"
     bad.write_text('{"info": {}}')
-    with pytest.raises(releases.ReleasesError, match='no "releases" object'):
-        releases.final_releases(json.loads(bad.read_text()))
+    with pytest.raises(ReleasesError, match='no "releases" object'):
+        selection.final_releases(json.loads(bad.read_text()))
 
 
 def test_merge_adds_new_results_and_makes_one_file_per_release_from_the_device_jobs(tmp_path):
@@ -135,7 +135,7 @@ def test_merge_adds_new_results_and_makes_one_file_per_release_from_the_device_j
     write_results(new, "5.23.0", [record(check, "passed")], devices={"cpu": "available", "cuda": "no CUDA"})
     write_results(new, "5.23.0", [record(check, "xfailed", device="cuda")], name="transformers-5.23.0-cuda.json",
                   devices={"cpu": "available", "cuda": "available"})
-    assert releases.merge(published, new, merged) == ["transformers-5.23.0.json"]
+    assert publishing.merge(published, new, merged) == ["transformers-5.23.0.json"]
     assert sorted(p.name for p in merged.iterdir()) == ["transformers-5.22.2.json", "transformers-5.23.0.json"]
     combined = json.loads((merged / "transformers-5.23.0.json").read_text())
     assert [(t["params"]["device"], t["outcome"]) for t in combined["tests"]] == [("cpu", "passed"), ("cuda", "xfailed")]
@@ -149,17 +149,17 @@ def test_merge_adds_new_results_and_makes_one_file_per_release_from_the_device_j
 def test_published_results_round_trip_through_the_site(tmp_path):
     results, site = tmp_path / "results", tmp_path / "site"
     write_published(results, ["5.22.2", "5.23.0"])
-    assert releases.write_site_results(results, site / "results") == ["transformers-5.22.2.json",
+    assert publishing.write_site_results(results, site / "results") == ["transformers-5.22.2.json",
                                                                       "transformers-5.23.0.json"]
     with serve(site) as url:
-        assert releases.fetch(url, tmp_path / "fetched") == ["transformers-5.22.2.json", "transformers-5.23.0.json"]
+        assert publishing.fetch(url, tmp_path / "fetched") == ["transformers-5.22.2.json", "transformers-5.23.0.json"]
     assert (tmp_path / "fetched" / "transformers-5.23.0.json").read_bytes() == (results / "transformers-5.23.0.json").read_bytes()
     (site / "results" / "index.json").unlink()
     with serve(site) as url:  # nothing published yet: the index answers 404
-        assert releases.fetch(url, tmp_path / "first") == []
+        assert publishing.fetch(url, tmp_path / "first") == []
     (site / "results" / "index.json").write_text('{"files": ["../../etc/passwd"]}')
-    with serve(site) as url, pytest.raises(releases.ReleasesError, match="not a results file name"):
-        releases.fetch(url, tmp_path / "bad")
+    with serve(site) as url, pytest.raises(ReleasesError, match="not a results file name"):
+        publishing.fetch(url, tmp_path / "bad")
 
 
 class serve:
@@ -184,9 +184,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_site_url_of_a_project_a_user_site_and_a_custom_domain():
-    assert releases.site_url("Acme/gemma3-cache") == "https://acme.github.io/gemma3-cache/"
-    assert releases.site_url("Acme/acme.github.io") == "https://acme.github.io/"
-    assert releases.site_url("Acme/gemma3-cache", "https://cache.example.org") == "https://cache.example.org/"
+    assert publishing.site_url("Acme/gemma3-cache") == "https://acme.github.io/gemma3-cache/"
+    assert publishing.site_url("Acme/acme.github.io") == "https://acme.github.io/"
+    assert publishing.site_url("Acme/gemma3-cache", "https://cache.example.org") == "https://cache.example.org/"
 
 
 CHUNKED = "suites/test_equivalence.py::test_chunked_prefill[chunks-3-5]"
@@ -212,7 +212,7 @@ def two_releases(folder: Path, new_outcomes: dict) -> list:
 def test_the_regression_issue_lists_the_checks_that_flipped_to_failing(tmp_path):
     runs = two_releases(tmp_path, {(DECODE, "bfloat16"): "failed", (CHUNKED, "float32"): "error",
                                    (GENERATE, "float32"): "passed"})
-    title, body = releases.regression_issue(runs, "5.23.0", SITE)
+    title, body = regression.regression_issue(runs, "5.23.0", SITE)
     assert title == "Release regression: transformers 5.23.0"
     assert "transformers 5.23.0 fails 2 check(s) that passed on 5.22.2" in body
     rows = [line for line in body.splitlines() if line.startswith("| `suites/")]
@@ -227,10 +227,10 @@ def test_the_regression_issue_lists_the_checks_that_flipped_to_failing(tmp_path)
 
 def test_no_issue_when_nothing_turned_red_or_there_is_no_earlier_release(tmp_path):
     runs = two_releases(tmp_path, {(GENERATE, "float32"): "passed"})
-    assert releases.regression_issue(runs, "5.23.0", SITE) is None
-    assert releases.regression_issue(runs, "5.22.2", SITE) is None  # the first release has nothing to compare with
-    with pytest.raises(releases.ReleasesError, match="no results for transformers 5.24.0"):
-        releases.regression_issue(runs, "5.24.0", SITE)
+    assert regression.regression_issue(runs, "5.23.0", SITE) is None
+    assert regression.regression_issue(runs, "5.22.2", SITE) is None  # the first release has nothing to compare with
+    with pytest.raises(ReleasesError, match="no results for transformers 5.24.0"):
+        regression.regression_issue(runs, "5.24.0", SITE)
 
 
 def test_the_issues_command_writes_a_title_and_body_per_release_that_regressed(tmp_path):
@@ -249,8 +249,8 @@ def test_the_issues_command_writes_a_title_and_body_per_release_that_regressed(t
 
 
 def test_the_release_to_adopt_is_the_newest_one_run_when_it_is_newer_than_the_adopted_one():
-    assert releases.to_adopt(["5.23.1", "5.25.0"], Version("5.24.0")) == Version("5.25.0")
-    assert releases.to_adopt(["5.24.1"], Version("5.24.0")) == Version("5.24.1")
-    assert releases.to_adopt(["5.23.1", "5.24.0"], Version("5.24.0")) is None
-    assert releases.to_adopt([], Version("5.24.0")) is None
+    assert selection.to_adopt(["5.23.1", "5.25.0"], Version("5.24.0")) == Version("5.25.0")
+    assert selection.to_adopt(["5.24.1"], Version("5.24.0")) == Version("5.24.1")
+    assert selection.to_adopt(["5.23.1", "5.24.0"], Version("5.24.0")) is None
+    assert selection.to_adopt([], Version("5.24.0")) is None
 

@@ -1,10 +1,11 @@
-"""Every scenario's sizes (cache_conformance/scenarios.py, and the memory suite's in cache_conformance/memory.py) keep
+"""Every scenario's sizes (cache_conformance/inputs/scenarios.py, and the memory suite's in cache_conformance/probes/memory.py) keep
 what the scenario's name promises for every sliding window W from 2 to 16, and for images of any length; on the
 embedded checkpoints (W = 8, and W = 5 for tiny-gemma3-other) they are the sizes the suites have always run."""
 
 import pytest
 
-from cache_conformance import memory, scenarios
+from cache_conformance.inputs import scenarios
+from cache_conformance.probes import memory
 
 WINDOWS = range(2, 17)
 IMAGE_LENGTHS = (3, 4, 5, 6, 7, 10, 19, 36)  # begin, N >= 1 soft tokens, end; the embedded checkpoint's is 6

@@ -3,7 +3,7 @@ happen in `tox -e selftest`."""
 
 import pytest
 
-from cache_conformance import registry
+from cache_conformance.records import registry
 from cache_conformance.selftest import faults
 from cache_conformance.selftest import run as selftest
 

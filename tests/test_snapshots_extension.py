@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache_conformance import checkpoint
-from cache_conformance.snapshots import (
+from cache_conformance.oracles.snapshots import (
     SNAPSHOTS,
     UPDATE_COMMAND,
     SnapshotFileError,
@@ -20,7 +19,8 @@ from cache_conformance.snapshots import (
     read_tensors,
     recorded_with,
 )
-from cache_conformance.tolerances import Tolerance
+from cache_conformance.oracles.tolerances import Tolerance
+from cache_conformance.plugin import checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = sorted((SNAPSHOTS / "test_snapshots").glob("*.safetensors"))

@@ -6,8 +6,9 @@ import torch
 import transformers
 from transformers.generation import configuration_utils
 
-from cache_conformance import contract, user_calls
 from cache_conformance.adapter import generation
+from cache_conformance.grading import user_calls
+from cache_conformance.probes import contract
 
 
 def test_the_choices_are_the_releases_own_list_plus_the_default_and_the_users_objects():

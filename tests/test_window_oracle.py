@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from cache_conformance import adapter
-from cache_conformance.decoding import random_tokens
-from cache_conformance.window_oracle import (
+from cache_conformance.oracles.decoding import random_tokens
+from cache_conformance.oracles.window_oracle import (
     UNUSED,
     ContentTolerance,
     Window,

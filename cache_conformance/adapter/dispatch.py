@@ -1,6 +1,6 @@
 """Release differences of the offloaded static cache, the cache for models loaded through accelerate's dispatch that
 keeps layers in CPU memory between calls (every release needs an accelerator for it). The dispatch plumbing itself
-(device maps, accelerate's hooks, placement) is the same on every release: `cache_conformance.dispatch`."""
+(device maps, accelerate's hooks, placement) is the same on every release: `cache_conformance.probes.offloading`."""
 
 from __future__ import annotations
 

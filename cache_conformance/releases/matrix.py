@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cache_conformance import ROOT
+from cache_conformance.records import results
 
 ENV_PREFIX = "py311-transformers-"
 FINISHED = ("passed", "failed", "crashed", "same")
@@ -144,20 +145,24 @@ def run_release(job: Job, settings: Settings) -> None:
         job.results_file = settings.results / f"transformers-{version}.json"
         return
 
-    if code in (0, 1) and partial.exists():
-        # pytest's 1 means unexpected failures; the results file holds them.
-        info = json.loads(partial.read_text())
-        job.version = info["run_info"]["transformers"]
-        job.phases = info["run_info"].get("phases", {})
-        job.results_file = settings.results / f"transformers-{job.version}.json"
-        partial.replace(job.results_file)
-        (settings.results / f"transformers-{job.release}.json").unlink(missing_ok=True)  # an older stand-in
-        failures = {k: v for k, v in info["summary"].items() if k in ("failed", "error")}
-        job.state = "failed" if failures else "passed"
-        job.detail = ", ".join(f"{v} {k}" for k, v in failures.items())
-        return
+    unreadable = ""
+    if code in (0, 1) and partial.exists():  # pytest's 1 means unexpected failures; the results file holds them
+        try:
+            info = results.read(partial)
+        except results.ResultsError as error:
+            unreadable = str(error)
+        else:
+            job.version = info["run_info"]["transformers"]
+            job.phases = info["run_info"].get("phases", {})
+            job.results_file = settings.results / f"transformers-{job.version}.json"
+            partial.replace(job.results_file)
+            (settings.results / f"transformers-{job.release}.json").unlink(missing_ok=True)  # an older stand-in
+            failures = {k: v for k, v in info.get("summary", {}).items() if k in ("failed", "error")}
+            job.state = "failed" if failures else "passed"
+            job.detail = ", ".join(f"{v} {k}" for k, v in failures.items())
+            return
 
-    reason = f"timed out after {settings.timeout_s:.0f} s" if code is None else crash_reason(log, code)
+    reason = f"timed out after {settings.timeout_s:.0f} s" if code is None else unreadable or crash_reason(log, code)
     job.state, job.detail = "crashed", reason
     job.results_file = write_stand_in(settings.results, job.release, reason, env=job.env, started=started_at,
                                       command=" ".join(command), log=log)

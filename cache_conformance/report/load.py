@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
+
+from cache_conformance.records import results
 
 OUTCOMES = {"passed", "failed", "error", "skipped", "xfailed"}
 # The fields the report needs from every test record (results.py writes more).
@@ -48,12 +49,12 @@ def load_results(folder: Path) -> tuple[list[Run], list[str]]:
     selftests = []
     for path in sorted(Path(folder).glob("*.json")):
         try:
-            data = _read(path)
+            data = results.read(path)
             if data.get("kind") == "selftest":
                 selftests.append(_selftest(path, data))
                 continue
             run, entry_errors = _run(path, data)
-        except MalformedResults as error:
+        except (results.ResultsError, MalformedResults) as error:
             errors.append(str(error))
             continue
         errors += entry_errors
@@ -77,24 +78,8 @@ def _merge(run: Run, other: Run) -> None:
     run.info.setdefault("merged_from", [run.path.name]).append(other.path.name)
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise MalformedResults(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise MalformedResults(f"{path}: cannot read it ({error})") from None
-    if not isinstance(data, dict) or data.get("format") != 1:
-        raise MalformedResults(f"{path}: not a results file of format 1 (no \"format\": 1 at the top level)")
-    return data
-
-
 def _run(path: Path, data: dict) -> tuple[Run, list[str]]:
-    info = data.get("run_info")
-    if not isinstance(info, dict) or not isinstance(info.get("transformers"), str):
-        raise MalformedResults(f"{path}: run_info.transformers is missing")
-    if not isinstance(data.get("tests"), list):
-        raise MalformedResults(f"{path}: \"tests\" is not a list")
+    info = data["run_info"]  # results.read checked the file's shape
     run = Run(path=path, release=info["transformers"], info=info, crashed=info.get("crashed"))
     errors = []
     for index, record in enumerate(data["tests"]):
@@ -121,11 +106,8 @@ def _test_problem(record) -> str:
 
 
 def _selftest(path: Path, data: dict) -> dict:
-    faults = data.get("faults")
-    if not isinstance(data.get("transformers"), str) or not isinstance(faults, list):
-        raise MalformedResults(f"{path}: a selftest file needs \"transformers\" and a list of \"faults\"")
     named = []
-    for index, fault in enumerate(faults):
+    for index, fault in enumerate(data["faults"]):  # results.read checked the file's shape
         name = fault.get("name") if isinstance(fault, dict) else None
         if not isinstance(name, str) or "caught" not in fault:
             raise MalformedResults(f"{path}: faults[{index}] needs a \"name\" and \"caught\"")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from cache_conformance import registry
+from cache_conformance.records import registry
 from cache_conformance.report.changes import SEVERITY, changes, direction, outcome
 from cache_conformance.report.charts import format_number, line_chart
 from cache_conformance.report.load import Run, target_id
@@ -222,7 +222,7 @@ def metric_lines(metrics: dict) -> list[str]:
 
 
 def coverage_line(coverage: dict) -> str:
-    """What a strategy check's inputs reached, beside the regimes it certifies (cache_conformance/coverage.py)."""
+    """What a strategy check's inputs reached, beside the regimes it certifies (cache_conformance/grading/coverage.py)."""
     reached = coverage.get("regimes") or {}
     certifies = coverage.get("certifies") or []
     shown = ", ".join(f"{'*' if name in certifies else ''}{name} {count}" for name, count in reached.items())

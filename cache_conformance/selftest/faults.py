@@ -16,8 +16,10 @@ import pytest
 import torch
 import transformers
 
-from cache_conformance import adapter, dispatch, registry
+from cache_conformance import adapter
 from cache_conformance.adapter import generation, multimodal
+from cache_conformance.probes import offloading
+from cache_conformance.records import registry
 
 
 @dataclass(frozen=True)
@@ -241,14 +243,14 @@ def _cache_offloaded_with_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """After the call of a decoder layer whose weights are offloaded, accelerate's hook sends that layer's cache
     where the weights rest between calls (the meta device, for weights offloaded to CPU or disk) and never brings it
     back: the layer's keys and values are on the wrong device from then on."""
-    hook_class = dispatch.offload_hook_class()
+    hook_class = offloading.offload_hook_class()
     pre_forward, post_forward = hook_class.pre_forward, hook_class.post_forward
     calls = []  # (decoder layer, the cache it was given) for each decoder layer's call under way
 
     @functools.wraps(pre_forward)
     def remembered(self, module, *args, **kwargs):
-        if dispatch.layer_index(module) is not None:
-            calls.append((module, dispatch.cache_passed(kwargs)))
+        if offloading.layer_index(module) is not None:
+            calls.append((module, offloading.cache_passed(kwargs)))
         return pre_forward(self, module, *args, **kwargs)
 
     @functools.wraps(post_forward)
@@ -256,9 +258,9 @@ def _cache_offloaded_with_the_weights(monkeypatch: pytest.MonkeyPatch) -> None:
         output = post_forward(self, module, output)
         if calls and calls[-1][0] is module:
             _, cache = calls.pop()
-            resting = dispatch.resting_device(module)
-            if cache is not None and resting != dispatch.execution_device(module):
-                layer = dispatch.layer_index(module)
+            resting = offloading.resting_device(module)
+            if cache is not None and resting != offloading.execution_device(module):
+                layer = offloading.layer_index(module)
                 keys, values = adapter.layer_storage(cache, layer)
                 adapter.replace_layer_storage(cache, layer, keys.to(resting), values.to(resting))
         return output

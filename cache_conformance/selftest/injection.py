@@ -1,12 +1,18 @@
 """`--inject-fault NAME`: a pytest plugin that patches one catalogued fault into the installed transformers for
-the session (undone when it ends), says so in the run header and in the results file's run info. Loaded by the
-root conftest.py beside the harness's plugin, which never imports the self-test."""
+the session (undone when it ends), says so in the run header and in the results file's run info. Only the self-test's
+runs load it (`arguments`); the suites' own plugin never imports the self-test."""
 
 from __future__ import annotations
 
 import pytest
 
+from cache_conformance.records import results
 from cache_conformance.selftest import faults
+
+
+def arguments(name: str) -> list[str]:
+    """pytest's arguments that load this plugin and inject the fault `name` for the session."""
+    return ["-p", __name__, "--inject-fault", name]
 
 
 def pytest_addoption(parser):
@@ -22,7 +28,7 @@ def pytest_configure(config):
     patcher = pytest.MonkeyPatch()
     faults.apply(name, patcher)
     config.add_cleanup(patcher.undo)
-    recorder = config.pluginmanager.get_plugin("cache-conformance-results")  # absent on xdist workers
+    recorder = config.pluginmanager.get_plugin(results.RECORDER_PLUGIN)  # absent on xdist workers
     if recorder is not None:
         recorder.collector.info["injected_fault"] = name
 

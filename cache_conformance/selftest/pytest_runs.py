@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import multiprocessing
 import os
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from cache_conformance import ROOT
+from cache_conformance.records import results
+from cache_conformance.selftest import injection
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,17 @@ def run_here(session: Session) -> Run:
         results_file = Path(scratch) / "results.json"
         args = ["-q", "-p", "no:cacheprovider", f"--rootdir={ROOT}", f"--results-file={results_file}", *session.args]
         if session.fault:
-            args += ["--inject-fault", session.fault]
+            args += injection.arguments(session.fault)
         output = io.StringIO()
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
             code = int(pytest.main(args))
-        results = json.loads(results_file.read_text()) if results_file.exists() else None
-    return Run(code, output.getvalue(), results)
+        written = None
+        if results_file.exists():
+            try:
+                written = results.read(results_file)
+            except results.ResultsError as error:  # a run without results: its output ends with why
+                print(f"error: {error}", file=output)
+    return Run(code, output.getvalue(), written)
 
 
 def _start_worker(threads: int) -> None:

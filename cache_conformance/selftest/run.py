@@ -11,7 +11,7 @@ the clean sessions run last, in processes that have already run faults, so a pat
 show as a clean session that is not clean.
 
 A fault is caught only on the suite's own evidence: a test of that suite fails and its results record carries
-evidence (`metrics.evidence`, cache_conformance/findings.py) of a kind the registry counts for the suite: what was
+evidence (`metrics.evidence`, cache_conformance/grading/evidence.py) of a kind the registry counts for the suite: what was
 checked, where (step, position, layer, slot...) and by how much. A test that ends in an exception of its own (an
 IndexError from inside the model, a TypeError from the patch) is no such evidence: the fault is graded "crashed",
 not caught. Property tests run with the `ci` hypothesis profile (derandomized, no example database), so the table
@@ -32,7 +32,10 @@ from pathlib import Path
 
 import transformers
 
-from cache_conformance import ROOT, checkpoint, findings, registry, results
+from cache_conformance import ROOT
+from cache_conformance.grading import evidence
+from cache_conformance.plugin import checkpoint
+from cache_conformance.records import registry, results
 from cache_conformance.releases import pins
 from cache_conformance.selftest import faults
 from cache_conformance.selftest.pytest_runs import Run, Session, run_all
@@ -61,9 +64,9 @@ def evidence_of(record: dict) -> dict | None:
     return record.get("metrics", {}).get("evidence")
 
 
-def margin(evidence: dict) -> float | None:
+def margin(found: dict) -> float | None:
     """How many times over its tolerance (or detection threshold) the fault's evidence is; None without figures."""
-    difference, limit = evidence.get("difference"), evidence.get("limit")
+    difference, limit = found.get("difference"), found.get("limit")
     if difference is None or not limit:
         return None
     return float(difference) / float(limit)
@@ -103,7 +106,7 @@ def grade(fault: faults.Fault, run: Run | None, dtype: str = "float32") -> Detec
     detection.tests_failed = [t["id"] for t in failed]
     located = [t for t in failed if (evidence_of(t) or {}).get("kind") in suite.evidence]
     crashes = [t for t in failed if t not in located and (
-        (evidence_of(t) or {}).get("kind") == findings.CRASH
+        (evidence_of(t) or {}).get("kind") == evidence.CRASH
         or (evidence_of(t) is None and t.get("raised") not in ASSERTIONS))]
     detection.caught = bool(located)
     detection.crashed = not located and bool(crashes)

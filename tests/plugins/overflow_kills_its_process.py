@@ -4,7 +4,7 @@ call of the overflow suite, run in its child process (--isolate-overflows), abor
 import os
 import signal
 
-from cache_conformance import overflow
+from cache_conformance.grading import overflow
 
 _attempt_in_child = overflow.attempt_in_child
 
