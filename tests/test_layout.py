@@ -10,6 +10,8 @@ Each rule has its positive control on a stand-in tree.
 """
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,3 +180,26 @@ def test_a_local_that_shadows_an_imported_module_is_seen(tmp_path):
     suite.write_text("from cache_conformance.inputs import drafts\n\n\ndef test_it(drawn):\n    if drawn:\n"
                      "        drafts = 3\n    return drafts.repeating_prompt\n")
     assert shadowed_imports([suite], tmp_path) == ["test_stand_in.py:4 test_it binds drafts"]
+
+
+REPORT_ENVIRONMENT_LACKS = ("pytest", "torch", "transformers", "hypothesis", "accelerate")  # tox -e report: jinja2, packaging
+
+
+def imports_without(modules: list[str], missing=REPORT_ENVIRONMENT_LACKS) -> subprocess.CompletedProcess:
+    """Import `modules` in a fresh interpreter where `missing` cannot be imported (as in the report's environment)."""
+    code = "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in missing) + \
+           "".join(f"import {module}\n" for module in modules)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+def test_the_report_and_the_results_reader_need_only_the_report_environment():
+    """`tox -e report` installs jinja2 and packaging: the report, and the results reader it uses, import nothing else."""
+    completed = imports_without(["cache_conformance.report", "cache_conformance.report.page",
+                                 "cache_conformance.records.results", "cache_conformance.records.registry"])
+    assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_a_report_import_of_pytest_is_seen():
+    """Positive control: the results recorder (a pytest plugin) does not import there."""
+    completed = imports_without(["cache_conformance.plugin.recorder"])
+    assert completed.returncode != 0 and "import of pytest halted" in completed.stderr

@@ -169,7 +169,7 @@ def test_another_checkpoint_folder_is_used_when_given(run_suites, tmp_path):
     ],
 )
 def test_results_keep_the_collected_id_when_xdist_appends_its_group(reported, recorded):
-    from cache_conformance.records.results import without_xdist_group
+    from cache_conformance.plugin.recorder import without_xdist_group
 
     assert without_xdist_group(reported) == recorded
 

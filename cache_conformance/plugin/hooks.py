@@ -1,7 +1,7 @@
 """The pytest plugin behind every suite, as hook wiring: options, the run's checkpoint, devices and expectations,
 the target parameterisation, deselection of slow checks, strict expectations and what each test's record carries.
 Loaded by the root conftest.py, with the fixtures (`fixtures`) and the self-test's `--inject-fault`
-(`selftest.injection`); the results recorder is `results.ResultsRecorder`, judging is `expectations.judge`."""
+(`selftest.injection`); the results recorder is `plugin.recorder.ResultsRecorder`, judging is `expectations.judge`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 from cache_conformance import ROOT, adapter
 from cache_conformance.grading import evidence
 from cache_conformance.oracles import snapshots
-from cache_conformance.plugin import checkpoint, options, targets
+from cache_conformance.plugin import checkpoint, options, recorder, targets
 from cache_conformance.plugin.suite_fixtures import CHECKPOINT_KEY, COMPARISON_KEY, METRICS_KEY
 from cache_conformance.records import expectations, results
 
@@ -94,7 +94,7 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist, writes the results
         devices = {device: targets.device_problem(device) or "available" for device in targets.DEVICES}
         known = config.stash[EXPECTATIONS_KEY]
-        info = results.run_info(
+        info = recorder.run_info(
             ROOT,
             devices=devices,
             checkpoint=checkpoint.describe(path),
@@ -103,11 +103,11 @@ def pytest_configure(config):
         if known is not None:
             info["adopted"] = str(known.adopted)
             info["provisional"] = known.provisional(adapter.INSTALLED)
-        recorder = results.ResultsRecorder(
-            config, results.ResultsCollector(info), results_path(config), known=known, release=adapter.INSTALLED,
+        results_recorder = recorder.ResultsRecorder(
+            config, recorder.ResultsCollector(info), results_path(config), known=known, release=adapter.INSTALLED,
             unused_expectations=lambda ran, slow: unused_expectations(config, ran, slow),
         )
-        config.pluginmanager.register(recorder, results.RECORDER_PLUGIN)
+        config.pluginmanager.register(results_recorder, recorder.RECORDER_PLUGIN)
 
 
 def pytest_report_header(config):
@@ -163,9 +163,9 @@ def pytest_collection_modifyitems(config, items):
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = kept
-    config.stash[results.SLOW_DESELECTED_KEY] = [item.nodeid for item in slow]
+    config.stash[recorder.SLOW_DESELECTED_KEY] = [item.nodeid for item in slow]
     if hasattr(config, "workeroutput"):  # an xdist worker: the controller, which writes the results, never collects
-        config.workeroutput["slow_deselected"] = config.stash[results.SLOW_DESELECTED_KEY]
+        config.workeroutput["slow_deselected"] = config.stash[recorder.SLOW_DESELECTED_KEY]
     known = config.stash[EXPECTATIONS_KEY]
     for item in items:
         if not item.path.is_relative_to(SUITES):

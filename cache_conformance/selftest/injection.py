@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cache_conformance.records import results
+from cache_conformance.plugin import recorder
 from cache_conformance.selftest import faults
 
 
@@ -28,9 +28,9 @@ def pytest_configure(config):
     patcher = pytest.MonkeyPatch()
     faults.apply(name, patcher)
     config.add_cleanup(patcher.undo)
-    recorder = config.pluginmanager.get_plugin(results.RECORDER_PLUGIN)  # absent on xdist workers
-    if recorder is not None:
-        recorder.collector.info["injected_fault"] = name
+    registered = config.pluginmanager.get_plugin(recorder.RECORDER_PLUGIN)  # absent on xdist workers
+    if registered is not None:
+        registered.collector.info["injected_fault"] = name
 
 
 def pytest_report_header(config):

@@ -34,7 +34,7 @@ import transformers
 
 from cache_conformance import ROOT
 from cache_conformance.grading import evidence
-from cache_conformance.plugin import checkpoint
+from cache_conformance.plugin import checkpoint, recorder
 from cache_conformance.records import registry, results
 from cache_conformance.releases import pins
 from cache_conformance.selftest import faults
@@ -151,7 +151,7 @@ def write_results(path: Path, clean_summary: dict, problems: list[str], detectio
         "format": FORMAT,
         "kind": "selftest",
         "transformers": transformers.__version__,
-        "run_info": results.run_info(ROOT, devices={"cpu": "available"},
+        "run_info": recorder.run_info(ROOT, devices={"cpu": "available"},
                                      checkpoint=checkpoint.describe(checkpoint.resolve(None)),
                                      expectations_applied=True) | {"duration_s": round(duration_s, 1)},
         "clean_summary": clean_summary,
@@ -160,8 +160,7 @@ def write_results(path: Path, clean_summary: dict, problems: list[str], detectio
         "detected": sum(d.caught for d in detections),
         "total": len(detections),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    results.write(path, payload)
 
 
 def main(argv: list[str] | None = None) -> int:
