@@ -91,10 +91,11 @@ def test_generate_as_users_call_it(request, model, window, tokens, compare, metr
 @pytest.mark.parametrize("choice", CHOICES, ids=[choice.id for choice in CHOICES])
 def test_prompt_lookup_rolling_back_across_the_window_edge(model, window, tokens, compare, metrics, choice):
     """Prompt lookup whose first drafts are rejected across the sliding window's edge: a block of two tokens repeated
-    to W-1 tokens, which the model does not continue, so the cache holds W positions or more when the drafts are
-    rolled back and fewer after, and the sliding layers go back from full to not full. The fixed calls above reach
-    rollbacks after the window filled; this one reaches the edge itself, on every run, not by a drawn example."""
-    prompt = drafts.repeating_prompt(tokens, window - 1, period=2)
+    to W-1 tokens, chosen so that the model does not continue it as the lookup does, so the cache holds W positions or
+    more when the drafts are rolled back and fewer after, and the sliding layers go back from full to not full. The
+    fixed calls above reach rollbacks after the window filled; this one reaches the edge itself, on every run, not by
+    a drawn example."""
+    prompt = drafts.rejected_lookup_prompt(model, tokens, window - 1)
     options = {"prompt_lookup_num_tokens": scenarios.lookup_drafts(window)}
     where = (f"generate() with {choice.id}, prompt-lookup rolled back across the window edge, a prompt of "
              f"{prompt.shape[1]} tokens (W={window})")

@@ -1,7 +1,8 @@
 """The pytest plugin behind every suite, as hook wiring: options, the run's checkpoint, devices and expectations,
 the target parameterisation, deselection of slow checks, strict expectations and what each test's record carries.
-Loaded by the root conftest.py, with the fixtures (`fixtures`) and the self-test's `--inject-fault`
-(`selftest.injection`); the results recorder is `plugin.recorder.ResultsRecorder`, judging is `expectations.judge`."""
+Loaded by the root conftest.py with the fixtures (`suite_fixtures`); the self-test's `--inject-fault` is a plugin of
+its own (`selftest.injection`), loaded only by the self-test's runs. The results recorder is
+`recorder.ResultsRecorder`; judging is `expectations.judge`."""
 
 from __future__ import annotations
 

@@ -95,8 +95,9 @@ def entry_grade(entry: expectations.Expectation) -> str:
 
 
 def check_of(pattern: str) -> str:
-    """A test pattern's check: its function, without the file."""
-    return pattern.partition("::")[2].partition("[")[0] or pattern
+    """A test pattern's check: its function, without the file ("every check" for a pattern that names none)."""
+    function = pattern.partition("::")[2].partition("[")[0] or pattern
+    return "every check" if function == "*" else f"`{function}`"
 
 
 def suite_of(pattern: str) -> str:
@@ -113,7 +114,7 @@ def findings_rows(data: Data, suite: str) -> list[tuple[set[Version], str, str, 
         releases, checks = grouped[(entry_grade(entry), AUTO_REASON.sub("", entry.reason), entry.reference)]
         releases.update(release for release in data.releases if release in entry.releases)
         checks.update(check_of(pattern) for pattern in entry.tests)
-    rows = [(releases, ", ".join(f"`{check}`" for check in sorted(checks)), grade, reason, reference)
+    rows = [(releases, ", ".join(sorted(checks)), grade, reason, reference)
             for (grade, reason, reference), (releases, checks) in grouped.items() if releases]
     return sorted(rows, key=lambda row: (min(data.releases.index(r) for r in row[0]), row[1], row[2], row[3]))
 
