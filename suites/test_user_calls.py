@@ -20,19 +20,14 @@ from hypothesis import HealthCheck, event, given, settings, target
 from hypothesis import strategies as st
 
 from cache_conformance import adapter
-from cache_conformance.adapter import generation
-from cache_conformance.grading import coverage, evidence, grades, user_calls
-from cache_conformance.grading.overflow import describe
+from cache_conformance.grading import coverage, grades, user_calls
 from cache_conformance.inputs import drafts, images, scenarios
-from cache_conformance.oracles import generated
 from cache_conformance.oracles.decoding import (
-    generation_against_recomputation,
     greedy_continuation,
     one_token_per_call,
     random_tokens,
 )
 from cache_conformance.plugin.suite_fixtures import fresh_draft
-from cache_conformance.probes import recorders
 
 CHOICES = user_calls.cache_choices()
 STRATEGIES = ("greedy", "beam-2", "beam-3", "prompt-lookup", "assisted")
@@ -83,7 +78,7 @@ def test_generate_as_users_call_it(request, model, window, tokens, compare, metr
     where = f"generate() with {choice.id}, {strategy}, a prompt of {prompt.shape[1]} tokens (W={window})"
     # assisted decoding runs twice as many steps, so that some draft is rejected past the window
     new_tokens = 2 * window + 2 if strategy == "assisted" else window + 2
-    call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=new_tokens, options=options,
+    user_calls.call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=new_tokens, options=options,
                    where=where, certifies=CERTIFIES.get(strategy, ()))
 
 
@@ -99,7 +94,7 @@ def test_prompt_lookup_rolling_back_across_the_window_edge(model, window, tokens
     options = {"prompt_lookup_num_tokens": scenarios.lookup_drafts(window)}
     where = (f"generate() with {choice.id}, prompt-lookup rolled back across the window edge, a prompt of "
              f"{prompt.shape[1]} tokens (W={window})")
-    call_and_grade(model, compare, metrics, choice, "prompt-lookup", prompt, new_tokens=window + 2, options=options,
+    user_calls.call_and_grade(model, compare, metrics, choice, "prompt-lookup", prompt, new_tokens=window + 2, options=options,
                    where=where, certifies=(coverage.ROLLBACK_ACROSS_THE_WINDOW_EDGE,))
 
 
@@ -156,7 +151,7 @@ def test_drawn_calls_are_correct_or_refused_clearly(request, model, window, comp
         kind = "the model's greedy continuation" if agreeing else f"a block of {period} repeated"
         where = (f"generate() with {choice.id}, {strategy} {shown}, a prompt of {length} tokens ({kind}, token seed "
                  f"{token_seed}), {new_tokens} new tokens (W={window})")
-        ran = call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=new_tokens,
+        ran = user_calls.call_and_grade(model, compare, metrics, choice, strategy, prompt, new_tokens=new_tokens,
                              options=options, where=where)
         if ran is None:
             refused.append(where)  # refused clearly: nothing ran
@@ -210,69 +205,8 @@ def test_multimodal_generate_as_users_call_it(multimodal_model, multimodal_windo
                                          [(0, start) for start in starts], seed=IMAGE_SEED)
     where = (f"generate() on the multimodal model with {choice.id}, greedy, a prompt of {length} tokens with images "
              f"at {starts} (W={window})")
-    call_and_grade(multimodal_model, compare, metrics, choice, "greedy", prompt, new_tokens=window + 2, options={},
+    user_calls.call_and_grade(multimodal_model, compare, metrics, choice, "greedy", prompt, new_tokens=window + 2, options={},
                    where=where, prompt_images=placed)
-
-
-def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where,
-                   prompt_images=None, certifies=()) -> dict | None:
-    """Make the call as a user writes it and grade it: a clear refusal returns; a crash, a wrong result or a
-    substituted cache fails with `where` in the message. `prompt_images`: the prompt's images (place_images).
-    Returns what a correct call's inputs reached (coverage), None for a clear refusal; with `certifies`, a correct
-    call that reached none of those regimes fails as "precondition not met"."""
-    if prompt_images is not None:
-        options = {**options, "pixel_values": prompt_images.pixel_values, "token_type_ids": prompt_images.token_types}
-    metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
-    arguments, output, raised = None, None, None
-    with recorders.CachesSeen(model) as seen, recorders.FedTokens(model) as fed:
-        try:  # making the user's cache object is part of the user's call
-            arguments = choice.arguments(model, batch_size=options.get("num_beams", 1),
-                                         capacity=prompt.shape[1] + new_tokens)
-            output = adapter.generate_without_sampling(model, prompt, max_new_tokens=new_tokens, output_scores=True,
-                                                       **arguments, **options)
-        except Exception as error:  # noqa: BLE001 - whatever the call raises is graded
-            raised = error
-    metrics.update(seen.as_metrics())
-    if raised is not None:
-        passed = {"max_new_tokens", *(arguments or {}), *options}
-        metrics.update(outcome=grades.grade(raised, passed=passed), exception=describe(raised)[:500])
-        if metrics["outcome"] == "refused clearly":
-            return None  # a clear refusal conforms
-        stage = where if arguments is not None else f"{where}: making the user's {choice.object_class}"
-        if metrics["outcome"] == "refused misleadingly":
-            named = grades.arguments_named_but_not_passed(raised, passed)
-            raise evidence.failure(f"refused misleadingly: {stage} raised {describe(raised)}: it names {named}, "
-                                   f"which the call did not pass", "misleading refusal", where=stage,
-                                   named=named) from raised
-        raise evidence.failure(f"crashed: {stage} raised {describe(raised)}", evidence.CRASH, where=stage,
-                               raised=type(raised).__name__) from raised
-    window = adapter.window(model.config)
-    with grades.graded(metrics):
-        if "num_beams" in options:
-            indices = generation.beam_indices(output)
-            generated.beam_paths_against_recomputation(model, output, indices, torch.ones_like(prompt), compare,
-                                                        beams=options["num_beams"], where=where)
-            reached = coverage.beam_coverage(indices, prompt_length=prompt.shape[1], window=window)
-        else:
-            generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
-                                             compare, where=where, images=prompt_images, max_new_tokens=new_tokens)
-            reached = {}
-    if "prompt_lookup_num_tokens" in options or "assistant_model" in options:  # a drafting strategy
-        steps = coverage.draft_steps(fed.calls, output.sequences[0].tolist(), prompt.shape[1])
-        reached = coverage.drafting_coverage(steps, window=window, budget_end=prompt.shape[1] + new_tokens)
-    problem = user_calls.substitution(choice, arguments, seen)
-    if problem:
-        metrics["outcome"] = "substituted"
-        raise evidence.failure(f"substituted: {where}: {problem}", "substituted", choice=choice.id,
-                               strategy=strategy, caches=seen.classes)
-    problem = user_calls.oversized(choice, seen, model)
-    if problem:
-        metrics["outcome"] = "oversized"
-        raise evidence.failure(f"oversized: {where}: {problem}", "oversized", choice=choice.id, strategy=strategy,
-                               caches=seen.classes)
-    if certifies:
-        coverage.require(reached, certifies, where=where, metrics=metrics)
-    return reached
 
 
 # forward() as users loop over it: no cache_position (the adapter passes one before 5.4). With no cache choice the

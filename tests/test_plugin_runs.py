@@ -208,7 +208,7 @@ def test_with_another_checkpoint_unused_snapshots_do_not_fail_the_run(run_suites
     # warn_unused_snapshots this run still fails as the default run did (checked on 5.25).
     others = ["test_compiled", "test_equivalence", "test_sliding_window", "test_memory", "test_overflow",
               "test_deprecations", "test_dispatch", "test_quantized_cache", "test_strategies", "test_user_calls",
-              "test_cache_contract"]
+              "test_cache_contract", "test_your_call"]
     code, output, results = run_suites("--checkpoint=fixtures/tiny-gemma3-multimodal",
                                        *[f"--ignore=suites/{name}.py" for name in others], workers=2)
     assert code == 0, output[-3000:]

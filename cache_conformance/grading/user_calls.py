@@ -21,8 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from cache_conformance import adapter
 from cache_conformance.adapter import generation
+from cache_conformance.grading import coverage, evidence, grades
+from cache_conformance.grading.overflow import describe
+from cache_conformance.oracles import generated
+from cache_conformance.oracles.decoding import generation_against_recomputation
+from cache_conformance.probes import recorders
 from cache_conformance.probes.recorders import CachesSeen
 
 
@@ -88,3 +95,65 @@ def oversized(choice: CacheChoice, seen: CachesSeen, model) -> str | None:
     shown = ", ".join(f"layer {layer}: {size}" for layer, size in list(larger.items())[:3])
     return (f"{choice.id} asks for a preallocated cache, and the cache that ran ({', '.join(seen.classes)}) gives "
             f"{len(larger)} sliding layers more than the W={window} positions they attend over ({shown})")
+
+
+def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where,
+                   prompt_images=None, certifies=(), capacity: int | None = None) -> dict | None:
+    """Make the call as a user writes it and grade it: a clear refusal returns; a crash, a wrong result or a
+    substituted cache fails with `where` in the message. `prompt_images`: the prompt's images (place_images).
+    Returns what a correct call's inputs reached (coverage), None for a clear refusal; with `certifies`, a correct
+    call that reached none of those regimes fails as "precondition not met". `capacity`: a user's cache object's
+    (default: the prompt and the new tokens)."""
+    if prompt_images is not None:
+        options = {**options, "pixel_values": prompt_images.pixel_values, "token_type_ids": prompt_images.token_types}
+    metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
+    arguments, output, raised = None, None, None
+    with recorders.CachesSeen(model) as seen, recorders.FedTokens(model) as fed:
+        try:  # making the user's cache object is part of the user's call
+            arguments = choice.arguments(model, batch_size=prompt.shape[0] * options.get("num_beams", 1),
+                                         capacity=capacity or prompt.shape[1] + new_tokens)
+            output = adapter.generate_without_sampling(model, prompt, max_new_tokens=new_tokens, output_scores=True,
+                                                       **arguments, **options)
+        except Exception as error:  # noqa: BLE001 - whatever the call raises is graded
+            raised = error
+    metrics.update(seen.as_metrics())
+    if raised is not None:
+        passed = {"max_new_tokens", *(arguments or {}), *options}
+        metrics.update(outcome=grades.grade(raised, passed=passed), exception=describe(raised)[:500])
+        if metrics["outcome"] == "refused clearly":
+            return None  # a clear refusal conforms
+        stage = where if arguments is not None else f"{where}: making the user's {choice.object_class}"
+        if metrics["outcome"] == "refused misleadingly":
+            named = grades.arguments_named_but_not_passed(raised, passed)
+            raise evidence.failure(f"refused misleadingly: {stage} raised {describe(raised)}: it names {named}, "
+                                   f"which the call did not pass", "misleading refusal", where=stage,
+                                   named=named) from raised
+        raise evidence.failure(f"crashed: {stage} raised {describe(raised)}", evidence.CRASH, where=stage,
+                               raised=type(raised).__name__) from raised
+    window = adapter.window(model.config)
+    with grades.graded(metrics):
+        if "num_beams" in options:
+            indices = generation.beam_indices(output)
+            generated.beam_paths_against_recomputation(model, output, indices, torch.ones_like(prompt), compare,
+                                                        beams=options["num_beams"], where=where)
+            reached = coverage.beam_coverage(indices, prompt_length=prompt.shape[1], window=window)
+        else:
+            generation_against_recomputation(model, prompt.shape[1], output.sequences, adapter.step_logits(output),
+                                             compare, where=where, images=prompt_images, max_new_tokens=new_tokens)
+            reached = {}
+    if "prompt_lookup_num_tokens" in options or "assistant_model" in options:  # a drafting strategy
+        steps = coverage.draft_steps(fed.calls, output.sequences[0].tolist(), prompt.shape[1])
+        reached = coverage.drafting_coverage(steps, window=window, budget_end=prompt.shape[1] + new_tokens)
+    problem = substitution(choice, arguments, seen)
+    if problem:
+        metrics["outcome"] = "substituted"
+        raise evidence.failure(f"substituted: {where}: {problem}", "substituted", choice=choice.id,
+                               strategy=strategy, caches=seen.classes)
+    problem = oversized(choice, seen, model)
+    if problem:
+        metrics["outcome"] = "oversized"
+        raise evidence.failure(f"oversized: {where}: {problem}", "oversized", choice=choice.id, strategy=strategy,
+                               caches=seen.classes)
+    if certifies:
+        coverage.require(reached, certifies, where=where, metrics=metrics)
+    return reached

@@ -19,9 +19,10 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from cache_conformance import ROOT, adapter
 from cache_conformance.grading import evidence
+from cache_conformance.inputs import user_call
 from cache_conformance.oracles import snapshots
 from cache_conformance.plugin import checkpoint, options, recorder, targets
-from cache_conformance.plugin.suite_fixtures import CHECKPOINT_KEY, COMPARISON_KEY, METRICS_KEY
+from cache_conformance.plugin.suite_fixtures import CHECKPOINT_KEY, COMPARISON_KEY, METRICS_KEY, USER_CALL_KEY
 from cache_conformance.records import expectations, results
 
 SUITES = ROOT / "suites"
@@ -53,6 +54,11 @@ def pytest_configure(config):
     except checkpoint.CheckpointError as error:
         raise pytest.UsageError(str(error)) from None
     config.stash[CHECKPOINT_KEY] = path
+    if config.getoption("user_call") is not None:
+        try:
+            config.stash[USER_CALL_KEY] = user_call.load(config.getoption("user_call"))
+        except user_call.UserCallError as error:
+            raise pytest.UsageError(str(error)) from None
     folder = config.getoption("reference_folder")
     if folder is not None:
         folder = config.option.reference_folder = folder.expanduser().resolve()

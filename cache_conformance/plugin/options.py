@@ -46,6 +46,9 @@ def add(parser) -> None:
     group.addoption("--isolate-overflows", action="store_true",
                     help="run each overflow scenario in a child process on every device (always done on CUDA, "
                     "where a device-side assert poisons the process it happens in)")
+    group.addoption("--user-call", type=Path, metavar="FILE",
+                    help="grade your own generate() call, read from FILE (TOML or JSON, or a generation_config.json), "
+                    "on the checkpoint in use: suites/test_your_call.py (docs/suites/your_call.md)")
     group.addoption("--include-slow", action="store_true",
                     help="also run the checks marked slow (compilation and export on every target); by default "
                     "they are deselected, except on the targets their marker names")

@@ -12,6 +12,7 @@ import torch
 
 from cache_conformance import adapter
 from cache_conformance.adapter import multimodal
+from cache_conformance.inputs.user_call import UserCall
 from cache_conformance.oracles import snapshots
 from cache_conformance.oracles.compare import Comparison
 from cache_conformance.oracles.decoding import random_tokens
@@ -22,6 +23,7 @@ CHECKPOINT_KEY = pytest.StashKey[Path]()  # the checkpoint of this run, validate
 CHECKPOINT_KEYS_KEY = pytest.StashKey[dict]()  # reference-folder keys, by checkpoint path
 COMPARISON_KEY = pytest.StashKey[Comparison]()  # a test's comparison, whose metrics go into its record
 METRICS_KEY = pytest.StashKey[dict]()  # a test's figures for its record
+USER_CALL_KEY = pytest.StashKey[UserCall]()  # --user-call FILE, read when the run starts
 
 
 @pytest.fixture(scope="session")
@@ -188,3 +190,12 @@ def _tokens(request, model, seed: int):
 def _token_source(model, name: str, seed: int):
     generator = torch.Generator().manual_seed(zlib.crc32(name.encode()) ^ seed)
     return lambda batch, length: random_tokens(model, batch, length, generator)
+
+
+@pytest.fixture
+def your_call(request) -> UserCall:
+    """The team's own call of --user-call FILE; without it the test skips (the suite grades nothing of its own)."""
+    call = request.config.stash.get(USER_CALL_KEY, None)
+    if call is None:
+        pytest.skip("no --user-call FILE given: this suite grades your own generate() call (docs/suites/your_call.md)")
+    return call
