@@ -62,6 +62,17 @@ def test_a_bad_results_file_is_one_line_naming_it_in_every_tool(tmp_path, capsys
     assert line.count("\n") == 1 and str(path) in line and complaint in line, line
 
 
+@pytest.mark.parametrize("tool", ["adopt", "release-workflow-merge", "replay"])
+def test_a_tool_that_needs_a_run_refuses_a_selftest_file_in_one_line(tmp_path, capsys, tool):
+    """results.read_run: the tools that read runs of the suites say so of a (well-formed) self-test file."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    path = folder / "transformers-5.25.0.json"
+    path.write_text(json.dumps({"format": 1, "kind": "selftest", "transformers": "5.25.0", "faults": []}))
+    line = TOOLS[tool](path, capsys)
+    assert line.count("\n") == 1 and f"{path}: a self-test results file, not a run of the suites" in line, line
+
+
 def test_the_reader_gives_back_a_good_file_and_a_selftest_file():
     """Control: the same reader accepts what the writers write (a run's file, the self-test's), so the failures
     above are the files' and not the reader's."""

@@ -61,6 +61,14 @@ def read(path: Path) -> dict:
     return data
 
 
+def read_run(path: Path) -> dict:
+    """`read`, for a tool that needs a run of the suites: a self-test results file is refused with one line too."""
+    data = read(path)
+    if data.get("kind") == "selftest":
+        raise ResultsError(f"{path}: a self-test results file, not a run of the suites")
+    return data
+
+
 def write(path: Path, payload: dict) -> None:
     """Write a results file (a run's, or the self-test's): the one writer, beside the one reader."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -173,11 +173,9 @@ def _title(entry: expectations.Expectation) -> str:
 
 def _read(path: Path) -> dict:
     try:
-        data = results.read(path)
+        data = results.read_run(path)
     except results.ResultsError as error:
         raise AdoptionError(str(error)) from None
-    if data.get("kind") == "selftest":
-        raise AdoptionError(f"{path}: a self-test results file, not a run of the suites")
     if data["run_info"].get("crashed"):
         raise AdoptionError(f"{path}: the run crashed ({data['run_info']['crashed']}); nothing to adopt")
     return data
@@ -215,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         write(adoption, args.expectations)
         if args.expectations.resolve() == expectations.DEFAULT_PATH.resolve():
-            tables.main([])  # the README's and the docs' release tables, from the expectations just written
+            # The README's and the docs' release tables, from the expectations just written; quietly, since what
+            # adopt prints is the adoption pull request's body.
+            try:
+                tables.stale_pages(tables.Data(), write=True)
+            except (ValueError, OSError) as error:
+                print(f"error: the expectations are adopted, but the tables could not be rendered: {error}",
+                      file=sys.stderr)
+                return 2
     print(summary(adoption, args.expectations), end="")
     if not args.pins_from:
         print(f"\nThe project's own tests still pin transformers {pins.pinned('transformers')}: move them with "

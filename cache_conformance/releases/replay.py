@@ -50,7 +50,7 @@ def committed_runs(folders=EVIDENCE, *, of_checkpoint: str | None = None) -> dic
     runs: dict[Version, dict[tuple[str, str], dict]] = defaultdict(dict)
     for folder in folders:
         for path in sorted(folder.rglob("transformers-*.json"), key=lambda path: (len(path.parts), path)):
-            data = results.read(path)
+            data = results.read_run(path)
             digest = checkpoint_config(data["run_info"])
             if of_checkpoint is not None and digest != of_checkpoint:
                 continue
