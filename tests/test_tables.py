@@ -15,13 +15,8 @@ def data():
     return tables.Data()
 
 
-def stale_pages(data) -> list[str]:
-    return [str(page.relative_to(tables.ROOT)) for page in tables.PAGES
-            if tables.rendered(page.read_text(), data) != page.read_text()]
-
-
 def test_every_page_holds_its_tables_as_the_data_renders_them(data):
-    stale = stale_pages(data)
+    stale = [str(page) for page in tables.stale_pages(data, write=False)]
     assert not stale, f"{', '.join(stale)}: tables differ from the data; run {tables.COMMAND}"
 
 

@@ -30,7 +30,6 @@ from cache_conformance.grading.overflow import describe
 from cache_conformance.oracles import generated
 from cache_conformance.oracles.decoding import generation_against_recomputation
 from cache_conformance.probes import recorders
-from cache_conformance.probes.recorders import CachesSeen
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def cache_choices() -> list[CacheChoice]:
     ]
 
 
-def substitution(choice: CacheChoice, arguments: dict, seen: CachesSeen) -> str | None:
+def substitution(choice: CacheChoice, arguments: dict, seen: recorders.CachesSeen) -> str | None:
     """Why the cache that ran is not the one `choice` asked for, or None."""
     if not seen.sizes:
         return None
@@ -81,7 +80,7 @@ def substitution(choice: CacheChoice, arguments: dict, seen: CachesSeen) -> str 
     return None
 
 
-def oversized(choice: CacheChoice, seen: CachesSeen, model) -> str | None:
+def oversized(choice: CacheChoice, seen: recorders.CachesSeen, model) -> str | None:
     """Why a static request's cache is not what was asked for although it kept its size, or None: a preallocated
     cache whose sliding layers hold more than W positions (a full-length buffer where W slots do)."""
     if not choice.static or not seen.sizes:

@@ -188,20 +188,26 @@ def rendered(text: str, data: Data) -> str:
     return MARKED.sub(lambda found: found.group(1) + render(found.group("name"), data) + found.group(4), text)
 
 
+def stale_pages(data: Data, *, write: bool) -> list[Path]:
+    """The pages whose tables differ from what `data` renders now (relative to the project), rendered again when
+    `write`."""
+    stale = []
+    for page in PAGES:
+        text = page.read_text()
+        new = rendered(text, data)
+        if new != text:
+            stale.append(page.relative_to(ROOT))
+            if write:
+                page.write_text(new)
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page's tables are stale")
     args = parser.parse_args(argv)
     try:
-        data = Data()
-        stale = []
-        for page in PAGES:
-            text = page.read_text()
-            new = rendered(text, data)
-            if new != text:
-                stale.append(page.relative_to(ROOT))
-                if not args.check:
-                    page.write_text(new)
+        stale = stale_pages(Data(), write=not args.check)
     except (ValueError, OSError) as error:  # expectations, results and unknown tables all say what is wrong
         print(f"error: {error}", file=sys.stderr)
         return 2
