@@ -96,6 +96,31 @@ def oversized(choice: CacheChoice, seen: recorders.CachesSeen, model) -> str | N
             f"{len(larger)} sliding layers more than the W={window} positions they attend over ({shown})")
 
 
+# generate() arguments a standalone script can pass as they are (cache_conformance/repro); a call with others (an
+# assistant model, images) is not recorded.
+SCRIPTABLE = {"num_beams", "early_stopping", "length_penalty", "prompt_lookup_num_tokens", "max_matching_ngram_size",
+              "use_cache"}
+
+
+def recorded_call(choice: CacheChoice, prompt, options: dict, *, new_tokens: int, capacity: int, batch_size: int,
+                  compare) -> dict | None:
+    """The call as data, for a standalone reproduction (python -m cache_conformance.repro): the prompt's token ids,
+    generate()'s arguments, the cache choice and the tolerance it was graded with; None where it takes more than
+    data (an assistant model, images)."""
+    if set(options) - SCRIPTABLE:
+        return None
+    if choice.implementation is not None:
+        cache = {"implementation": choice.implementation}
+    elif choice.object_class is not None:
+        cache = {"class": choice.object_class, "capacity": capacity, "batch_size": batch_size}
+    else:
+        cache = {}
+    tolerance = compare.tolerance
+    return {"prompt": prompt.tolist(), "generate": {"max_new_tokens": new_tokens, **options}, "cache": cache,
+            "static": choice.static, "tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol,
+                                                   "greedy_tokens_identical": tolerance.greedy_tokens_identical}}
+
+
 def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tokens, options, where,
                    prompt_images=None, certifies=(), capacity: int | None = None) -> dict | None:
     """Make the call as a user writes it and grade it: a clear refusal returns; a crash, a wrong result or a
@@ -106,11 +131,16 @@ def call_and_grade(model, compare, metrics, choice, strategy, prompt, *, new_tok
     if prompt_images is not None:
         options = {**options, "pixel_values": prompt_images.pixel_values, "token_type_ids": prompt_images.token_types}
     metrics.update(choice=choice.id, strategy=strategy, prompt_length=prompt.shape[1])
+    capacity = capacity or prompt.shape[1] + new_tokens
+    call = recorded_call(choice, prompt, options, new_tokens=new_tokens, capacity=capacity,
+                         batch_size=prompt.shape[0] * options.get("num_beams", 1), compare=compare)
+    if call is not None:
+        metrics["call"] = call
     arguments, output, raised = None, None, None
     with recorders.CachesSeen(model) as seen, recorders.FedTokens(model) as fed:
         try:  # making the user's cache object is part of the user's call
             arguments = choice.arguments(model, batch_size=prompt.shape[0] * options.get("num_beams", 1),
-                                         capacity=capacity or prompt.shape[1] + new_tokens)
+                                         capacity=capacity)
             output = adapter.generate_without_sampling(model, prompt, max_new_tokens=new_tokens, output_scores=True,
                                                        **arguments, **options)
         except Exception as error:  # noqa: BLE001 - whatever the call raises is graded
