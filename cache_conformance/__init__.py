@@ -4,8 +4,9 @@ suite registry), `oracles/` (what the right answer is), `probes/` (what a run di
 judged) and `inputs/` (what the checks feed the model).
 
 The tools around it are subpackages the suites and the harness never import: `selftest/` (the fault catalogue and
-the self-test), `releases/` (the matrix runner, the release workflow, adoption, the evidence replay, the pins) and
-`report/` (the HTML report and the docs' release tables). docs/layout.md has the map."""
+the self-test), `releases/` (the matrix runner, the release workflow, adoption, the evidence replay, the pins),
+`report/` (the HTML report and the docs' release tables) and `repro/` (a finding as a standalone script).
+docs/layout.md has the map."""
 
 from pathlib import Path
 

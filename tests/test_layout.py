@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "cache_conformance"
-TOOLS = ("selftest", "releases", "report")
+TOOLS = ("selftest", "releases", "report", "repro")
 TOOL_MODULES = tuple(f"{PACKAGE}.{tool}" for tool in TOOLS)
 
 

@@ -56,7 +56,7 @@ def test_a_carried_failure_that_changes_its_exception_is_red_and_in_the_regressi
     (published / f"transformers-{release}.json").write_text(json.dumps(after))
     runs, errors = load_results(published)
     assert not errors
-    title, body = regression.regression_issue(runs, release, "https://example.org/report/")
+    title, body, _ = regression.regression_issue(runs, release, "https://example.org/report/")
     assert title == f"Release regression: transformers {release}"
     assert "fails 1 check(s) in another way than on 5.0.0" in body
     row = next(line for line in body.splitlines() if "test_overflow_error_is_clear" in line)

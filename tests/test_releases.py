@@ -212,7 +212,7 @@ def two_releases(folder: Path, new_outcomes: dict) -> list:
 def test_the_regression_issue_lists_the_checks_that_flipped_to_failing(tmp_path):
     runs = two_releases(tmp_path, {(DECODE, "bfloat16"): "failed", (CHUNKED, "float32"): "error",
                                    (GENERATE, "float32"): "passed"})
-    title, body = regression.regression_issue(runs, "5.23.0", SITE)
+    title, body, _ = regression.regression_issue(runs, "5.23.0", SITE)
     assert title == "Release regression: transformers 5.23.0"
     assert "transformers 5.23.0 fails 2 check(s) that passed on 5.22.2" in body
     rows = [line for line in body.splitlines() if line.startswith("| `suites/")]

@@ -263,7 +263,7 @@ def test_verdicts_carried_to_a_release_not_adopted_are_marked_in_the_cell_the_de
     assert any(n.startswith("provisional: 9.0.0 is newer than 5.24.0, the adopted release") for n in col["notes"])
     expected = {e["target"]: e["expected"] for e in page.detail(col, record["check"])["entries"]}
     assert expected[page.target_id(record["params"])] == "fail (carried from 5.24.0, release not adopted)"
-    html = page.render([run], [])
+    html = page.render(page.context([run], []))
     assert 'title="provisional: carried from 5.24.0, release not adopted">*</span>' in html
 
 

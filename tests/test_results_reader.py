@@ -83,10 +83,10 @@ def test_the_reader_gives_back_a_good_file_and_a_selftest_file():
 
 def test_one_function_opens_results_files():
     """The tools and the harness read results files only through results.read (json.loads of a file's text appears
-    nowhere else but the checkpoint's config, a safetensors header, a user-call file, the package index answer and
+    nowhere else but the checkpoint's config (the harness's, a reproduction script's), a safetensors header, a user-call file, the package index answer and
     the published site's index)."""
     package = Path(results.__file__).resolve().parent.parent
     readers = sorted(str(path.relative_to(package)) for path in package.rglob("*.py")
                      if "json.loads(" in path.read_text() or "json.load(" in path.read_text())
     assert readers == ["inputs/user_call.py", "oracles/snapshots.py", "plugin/checkpoint.py", "records/results.py",
-                       "releases/publishing.py", "releases/selection.py"]
+                       "releases/publishing.py", "releases/selection.py", "repro/script.py"]

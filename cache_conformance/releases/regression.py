@@ -3,25 +3,41 @@ those that now fail in another way."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from packaging.version import Version
 
 from cache_conformance.releases import ReleasesError
 from cache_conformance.report import changes, direction
 from cache_conformance.report.changes import FAILING, outcome
 from cache_conformance.report.load import target_id
+from cache_conformance.report.page import SCRIPTS, standalone_script
 
 MESSAGE_LIMIT = 300
+# The development head's one issue, found again by this title; what the dev-head job installs (tox.ini).
+DEV_HEAD_TITLE = "Development head: checks that pass on the newest release fail on transformers main"
+DEV_HEAD = "transformers @ git+https://github.com/huggingface/transformers@main"
+SCRIPTS_INLINE = 3  # standalone scripts shown in the issue's body; the others are linked (the site has them all)
 
 
-def regression_issue(runs: list, release: str, site: str) -> tuple[str, str] | None:
-    """(title, markdown body) listing the checks that passed on the release before `release` and fail on it, and
+class Issue(NamedTuple):
+    title: str
+    body: str  # markdown
+    scripts: dict[str, str]  # the new failures' standalone reproductions, by file name
+
+
+def regression_issue(runs: list, release: str, site: str) -> Issue | None:
+    """The issue listing the checks that passed on the release before `release` and fail on it, and
     those that failed before and now fail in another way (`changed_failures`), or None when there are neither.
-    `runs` are the merged results (load_results), in version order."""
+    `runs` are the merged results (load_results), in version order. Each of those failures whose call a script can
+    make again comes with its standalone reproduction (cache_conformance/repro): the first few in the body, every
+    one linked on the site and returned for the workflow to attach."""
     position = next((i for i, run in enumerate(runs) if run.release == release), None)
     if position is None:
         raise ReleasesError(f"no results for transformers {release} in the merged results")
     new_run = runs[position]
-    earlier = [run for run in runs[:position] if not run.crashed]  # runs are in version order
+    # runs are in version order; a development build is compared with releases, never a release with it
+    earlier = [run for run in runs[:position] if not run.crashed and not run.unreleased]
     if not earlier:
         return None
     previous_run = earlier[-1]
@@ -44,6 +60,7 @@ def regression_issue(runs: list, release: str, site: str) -> tuple[str, str] | N
     tables = [("Newly failing", [(change.check, change.params, change.old_outcome, change.new_outcome)
                                  for change in flipped]),
               ("Failing in another way", changed)]
+    scripts = {}
     for heading, rows in tables:
         if not rows:
             continue
@@ -54,6 +71,23 @@ def regression_issue(runs: list, release: str, site: str) -> tuple[str, str] | N
                 f"| `{check}` | {params.get('dtype', '')} | {params.get('device', '')} | {params.get('attn', '')} "
                 f"| {old_cell} | {new_cell} | {_table_text(record.get('message', ''))} |"
             )
+            made = standalone_script(new_run, record, {key: record[key] for key in ("reason", "reference")
+                                                       if record.get(key)})
+            if made["script"]:
+                scripts[made["script"]] = made["script_text"]
+    if scripts:
+        lines += ["", "### Standalone reproductions", "",
+                  ("Each script needs only torch and transformers, builds the checkpoint itself and exits 1 where the "
+                   "finding holds, 0 where it does not."), ""]
+        lines += [f"- [{name}]({site}{SCRIPTS}/{name})" for name in scripts]
+        for name, text in list(scripts.items())[:SCRIPTS_INLINE]:
+            lines += ["", f"<details><summary>{name}</summary>", "", "```python", text.rstrip(), "```", "",
+                      "</details>"]
+    if new_run.unreleased:
+        lines += ["", (f"Reproduce: `TRANSFORMERS_DEV=\"{DEV_HEAD}\" tox -e py311-transformers-dev` (the development "
+                       "head moves: a failure that is gone there was fixed or reverted)."), "",
+                  "Opened by the releases workflow's development-head job; it updates this issue on each run."]
+        return Issue(DEV_HEAD_TITLE, "\n".join(lines) + "\n", scripts)
     minor = f"{Version(release).major}.{Version(release).minor}"
     lines += [
         "",
@@ -62,7 +96,14 @@ def regression_issue(runs: list, release: str, site: str) -> tuple[str, str] | N
         "",
         "Opened by the releases workflow; it updates this issue when it runs this release again.",
     ]
-    return f"Release regression: transformers {release}", "\n".join(lines) + "\n"
+    return Issue(f"Release regression: transformers {release}", "\n".join(lines) + "\n", scripts)
+
+
+def dev_head_issue(runs: list, site: str) -> Issue | None:
+    """The one issue of the development head: the checks that pass on the newest release and fail on the newest
+    unreleased run (and those failing in another way), or None when there are none or there is no such run."""
+    unreleased = [run for run in runs if run.unreleased and not run.crashed]
+    return regression_issue(runs, unreleased[-1].release, site) if unreleased else None
 
 
 def changed_failures(previous_run, new_run) -> list[tuple[str, dict, str, str]]:

@@ -39,9 +39,10 @@ from cache_conformance.records import expectations
 from cache_conformance.releases import ReleasesError
 from cache_conformance.releases.jobs import job_matrix, tox_minors
 from cache_conformance.releases.publishing import fetch, merge, site_url, write_site_results
-from cache_conformance.releases.regression import regression_issue
+from cache_conformance.releases.regression import dev_head_issue, regression_issue
 from cache_conformance.releases.selection import published_releases, read_index_answer, releases_to_run, to_adopt
 from cache_conformance.report import load_results
+from cache_conformance.report.page import SCRIPTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     issues_cmd.add_argument("--releases", required=True, help="space-separated versions that were just run")
     issues_cmd.add_argument("--site", required=True)
     issues_cmd.add_argument("--into", type=Path, required=True)
+    issues_cmd.add_argument("--dev-head", action="store_true",
+                            help="also the development head's issue, from the unreleased run among the results")
     adoptable_cmd = commands.add_parser("adoptable", help="the release to propose adopting, as a $GITHUB_OUTPUT line")
     adoptable_cmd.add_argument("--releases", required=True, help="space-separated versions that were just run")
     site_cmd = commands.add_parser("site-url", help="print the report's address")
@@ -113,12 +116,12 @@ def _run(args: argparse.Namespace) -> int:
                 continue
             issue = regression_issue(runs, release, args.site.rstrip("/") + "/")
             if issue:
-                folder = args.into / release
-                folder.mkdir(parents=True, exist_ok=True)
-                (folder / "title").write_text(issue[0])
-                (folder / "body.md").write_text(issue[1])
-                print(f"{release}: {issue[0]}", file=sys.stderr)
+                write_issue(issue, args.into / release)
                 drafted += 1
+        issue = dev_head_issue(runs, args.site.rstrip("/") + "/") if args.dev_head else None
+        if issue:
+            write_issue(issue, args.into / "dev-head")
+            drafted += 1
         print(f"count={drafted}")
     elif args.command == "adoptable":
         adopted = expectations.load(ROOT / "suites" / "expectations.toml").adopted
@@ -128,6 +131,17 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "site-url":
         print(site_url(args.repository, args.configured))
     return 0
+
+
+def write_issue(issue, folder: Path) -> None:
+    """The issue's title, body and scripts in one folder, which the workflow's issue job reads (and attaches)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "title").write_text(issue.title)
+    (folder / "body.md").write_text(issue.body)
+    for name, text in issue.scripts.items():
+        (folder / SCRIPTS).mkdir(exist_ok=True)
+        (folder / SCRIPTS / name).write_text(text)
+    print(f"{folder.name}: {issue.title}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,14 @@ class Run:
     selftest: dict | None = None  # reports/results/selftest-transformers-<version>.json, when present
 
     @property
+    def unreleased(self) -> bool:
+        """A development build (transformers' main branch: 5.26.0.dev0): a column of its own, never adopted."""
+        try:
+            return Version(self.release).is_prerelease
+        except InvalidVersion:
+            return False
+
+    @property
     def sort_key(self) -> tuple:
         try:
             return (0, Version(self.release), self.release)

@@ -15,6 +15,7 @@ from cache_conformance.records import registry
 from cache_conformance.report.changes import SEVERITY, changes, direction, outcome
 from cache_conformance.report.charts import format_number, line_chart
 from cache_conformance.report.load import Run, target_id
+from cache_conformance.repro import script
 
 HERE = Path(__file__).parent
 ENV_PREFIX = "py311-transformers-"
@@ -34,6 +35,7 @@ MEANINGS = {
 DEVICE_ORDER = ["cpu", "cuda", "mps"]
 DTYPE_ORDER = ["float32", "bfloat16", "float16"]
 MESSAGE_SHOWN = 800
+SCRIPTS = "repro"  # the site's folder of standalone reproductions
 ALL = "all"
 
 
@@ -42,18 +44,25 @@ def write_site(runs: list[Run], errors: list[str], output: Path) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     shutil.copytree(HERE / "assets", output / "assets", dirs_exist_ok=True)
     page = output / "index.html"
-    page.write_text(render(runs, errors))
+    contents = context(runs, errors)
+    page.write_text(render(contents))
+    if contents["scripts"]:
+        (output / SCRIPTS).mkdir(exist_ok=True)
+    for name, text in contents["scripts"].items():
+        (output / SCRIPTS / name).write_text(text)
     return page
 
 
-def render(runs: list[Run], errors: list[str]) -> str:
+def render(contents: dict) -> str:
     environment = Environment(loader=PackageLoader("cache_conformance.report"), autoescape=select_autoescape(),
                               trim_blocks=True, lstrip_blocks=True)
-    return environment.get_template("index.html").render(**context(runs, errors))
+    return environment.get_template("index.html").render(**contents)
 
 
 def context(runs: list[Run], errors: list[str]) -> dict:
+    """What the page shows; "scripts": the standalone reproductions its failing cells link to, by file name."""
     columns = [column(n, run) for n, run in enumerate(runs)]
+    details = [detail(col, check) for col in columns for check in sorted(col["by_check"])]
     views = [ALL, *ran_targets(runs)]
     groups = []
     for suite, checks in suites_and_checks(runs).items():
@@ -65,7 +74,9 @@ def context(runs: list[Run], errors: list[str]) -> dict:
         "columns": columns,
         "views": views,
         "groups": groups,
-        "details": [detail(col, check) for col in columns for check in sorted(col["by_check"])],
+        "details": details,
+        "scripts": {entry["script"]: entry.pop("script_text") for item in details for entry in item["entries"]
+                    if entry["script"]},
         "crashes": [col for col in columns if col["run"].crashed],
         "changed": what_changed(columns),
         "memory": memory_charts(columns),
@@ -88,7 +99,8 @@ def column(index: int, run: Run) -> dict:
     for record in run.tests.values():
         counts[outcome(record)] += 1
     return {"index": index, "run": run, "release": run.release, "by_check": by_check, "counts": dict(counts),
-            "notes": notes(run), "env": run.info.get("tox_env") or ENV_PREFIX + minor(run.release)}
+            "notes": notes(run), "env": run.info.get("tox_env") or ENV_PREFIX + minor(run.release),
+            "unreleased": run.unreleased}
 
 
 def minor(release: str) -> str:
@@ -100,6 +112,9 @@ def notes(run: Run) -> list[str]:
     found = []
     if run.crashed:
         found.append(f"crashed: {run.crashed}")
+    if run.unreleased:
+        found.append(f"unreleased: {run.release} is a development build (transformers' main branch); it gates "
+                     "nothing and is never adopted")
     if run.info.get("injected_fault"):
         found.append(f"fault {run.info['injected_fault']} was injected: not a conformance result")
     if run.info.get("expectations") == "ignored":
@@ -187,9 +202,22 @@ def detail(col: dict, check: str) -> dict:
                 f" (carried from {record['carried_from']}, release not adopted)" if record.get("carried_from") else ""),
             "reason_no": reasons.index(expectation) + 1 if expectation else 0,
             "command": reproduce(col, record),
+            **standalone_script(run, record, expectation),
         })
     return {"id": detail_id(col, check), "check": check, "release": run.release, "entries": entries,
             "reasons": reasons, "skipped": dict(skipped), "path": str(run.path)}
+
+
+def standalone_script(run: Run, record: dict, expectation: dict) -> dict:
+    """{"script": its file name, "script_text": ...} for a failing record whose call a script can make again
+    (cache_conformance/repro), else {"script": ""}."""
+    if script.why_not_scriptable(record) is not None:
+        return {"script": ""}
+    try:
+        return {"script": script.file_name(record, run.release),
+                "script_text": script.render(record, run.info, expectation=expectation)}
+    except script.ReproError:  # a checkpoint that is not here: the cell keeps its rerun command
+        return {"script": ""}
 
 
 def reproduce(col: dict, record: dict) -> str:
@@ -204,7 +232,7 @@ def reproduce(col: dict, record: dict) -> str:
 
 def metric_lines(metrics: dict) -> list[str]:
     """Metrics as sentences: a difference against its tolerance, bytes against a threshold, then the rest."""
-    rest = {k: v for k, v in metrics.items() if k not in ("series", "series_unit")}
+    rest = {k: v for k, v in metrics.items() if k not in ("series", "series_unit", "call")}  # the call: its script
     lines = []
     if isinstance(rest.get("coverage"), dict):
         lines.append(coverage_line(rest.pop("coverage")))

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         version = Version(run_info["transformers"])
         applied = known.find(record["id"], version)
         entry = applied.entry if applied is not None and applied.entry.explains_record(record) else None
-        text = script.render(record, run_info, entry=entry)
+        expectation = {"reason": entry.reason, "reference": entry.reference} if entry is not None else None
+        text = script.render(record, run_info, expectation=expectation)
     except script.ReproError as error:
         print(f"repro: {error}", file=sys.stderr)
         return 2

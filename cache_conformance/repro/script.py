@@ -107,8 +107,9 @@ def file_name(record: dict, release: str) -> str:
     return f"repro-{function[:40]}-{release}-{digest}.py"
 
 
-def render(record: dict, run_info: dict, *, entry=None) -> str:
-    """The script for a failing record of a run (its run_info); `entry`: the expectation entry that explains it."""
+def render(record: dict, run_info: dict, *, expectation: dict | None = None) -> str:
+    """The script for a failing record of a run (its run_info); `expectation`: the reason and reference of the
+    expectation entry that explains it."""
     problem = why_not_scriptable(record)
     if problem:
         raise ReproError(f"{record['id']}: {problem}")
@@ -116,11 +117,11 @@ def render(record: dict, run_info: dict, *, entry=None) -> str:
     config, seed, checkpoint = embedded_checkpoint(run_info)
     release = run_info.get("transformers", "?")
     header = [f"Check:    {record['id']}",
-              f"Finding:  {metrics['outcome']} on transformers {release} ({checkpoint}): "
-              f"{results.failure_line(record, 400)}"]
-    if entry is not None:
-        header.append(f"Expected: {entry.reason} ({entry.reference})" if entry.reference else
-                      f"Expected: {entry.reason}")
+              (f"Finding:  {metrics['outcome']} on transformers {release} ({checkpoint}): "
+               f"{results.failure_line(record, 400)}")]
+    if expectation and expectation.get("reason"):
+        reference = f" ({expectation['reference']})" if expectation.get("reference") else ""
+        header.append(f"Expected: {expectation['reason']}{reference}")
     header = "\n".join(textwrap.fill(line, 116, subsequent_indent="          ") for line in header)
     params = record.get("params", {})
     call_text = (f"generate() with {json.dumps(call['generate'])}, cache {json.dumps(call['cache']) or 'default'}, "
