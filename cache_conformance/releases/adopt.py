@@ -82,9 +82,12 @@ def release_of(files: list[dict]) -> Version:
         raise AdoptionError(f"the results files are of several releases ({', '.join(sorted(found))}); adopt one at a time")
     text = found.pop()
     try:
-        return Version(text)
+        version = Version(text)
     except InvalidVersion:
         raise AdoptionError(f"run_info.transformers {text!r} is not a release version") from None
+    if version.is_prerelease:
+        raise AdoptionError(f"transformers {text} is a development build (unreleased): it is never adopted")
+    return version
 
 
 def judge(known: expectations.ExpectationsFile, records: list[dict], release: Version) -> Adoption:

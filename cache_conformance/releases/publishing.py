@@ -10,6 +10,8 @@ import urllib.error
 from collections import Counter
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from cache_conformance.records import results
 from cache_conformance.releases import ReleasesError, download
 
@@ -20,19 +22,30 @@ def merge(published: Path, new: Path, into: Path) -> list[str]:
     """Published results plus the new ones (a release run again replaces its published file); a release's
     per-device files from separate jobs become one results file. Returns the file names written."""
     into.mkdir(parents=True, exist_ok=True)
-    for path in sorted(published.glob("transformers-*.json")):
-        shutil.copyfile(path, into / path.name)
     by_release: dict[str, list[dict]] = {}
     # The cpu job's file first: its run info heads the combined file.
     for path in sorted(new.glob("transformers-*.json"), key=lambda path: (path.name.endswith("-cuda.json"), path.name)):
         release, data = _read_results(path)
         by_release.setdefault(release, []).append(data)
+    # One development-head column: a new unreleased run replaces the published one, whatever its version.
+    new_head = any(map(unreleased, by_release))
+    for path in sorted(published.glob("transformers-*.json")):
+        if not (new_head and unreleased(_read_results(path)[0])):
+            shutil.copyfile(path, into / path.name)
     written = []
     for release, parts in by_release.items():
         name = f"transformers-{release}.json"
         (into / name).write_text(json.dumps(combine(parts), indent=1) + "\n")
         written.append(name)
     return written
+
+
+def unreleased(release: str) -> bool:
+    """A development build's version (5.26.0.dev0), not a release's (nor a stand-in's "latest")."""
+    try:
+        return Version(release).is_prerelease
+    except InvalidVersion:
+        return False
 
 
 def combine(parts: list[dict]) -> dict:
