@@ -103,6 +103,7 @@ def test_records_no_script_can_reproduce_say_why():
     ([CHECK.format("implementation-hybrid-assisted"), "--release", "5.25"], "holds no call"),
     ([CHECK.format("implementation-hybrid-greedy"), "--release", "5.99"], "no record of it in transformers 5.99"),
     ([CHECK.format("implementation-hybrid-greedy"), "--release", "five"], "Invalid version"),
+    ([CHECK.format("implementation-hybrid-greedy"), "--checkpoint", "tiny-gemma3-other"], "on tiny-gemma3-other"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, arguments, said):
     assert repro_command.main([*arguments, "--out", str(tmp_path)]) == 2
