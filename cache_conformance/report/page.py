@@ -177,9 +177,12 @@ def cell(col: dict, check: str, view: str) -> dict:
 
 
 def detail(col: dict, check: str) -> dict:
-    """A cell's detail: per target the outcome, message, metrics against tolerance, expectation, command."""
+    """A cell's detail: per target the outcome, message, metrics against tolerance, expectation, command; the first
+    failing target whose call a script can make has the cell's standalone script (one per cell keeps the site small:
+    the targets' calls differ only in dtype, device and attention)."""
     run = col["run"]
     entries, skipped, reasons = [], defaultdict(list), []
+    scripted = False
     records = col["by_check"][check]
     for target in sorted(records, key=target_order):
         record = records[target]
@@ -191,6 +194,8 @@ def detail(col: dict, check: str) -> dict:
         expectation = {k: record[k] for k in ("reason", "evidence", "reference", "releases") if record.get(k)}
         if expectation and expectation not in reasons:
             reasons.append(expectation)  # shown once, above the targets it applies to
+        made = {"script": ""} if scripted else standalone_script(run, record, expectation)
+        scripted = scripted or bool(made["script"])
         entries.append({
             "target": target or "(no target)",
             "outcome": outcome(record),
@@ -202,7 +207,7 @@ def detail(col: dict, check: str) -> dict:
                 f" (carried from {record['carried_from']}, release not adopted)" if record.get("carried_from") else ""),
             "reason_no": reasons.index(expectation) + 1 if expectation else 0,
             "command": reproduce(col, record),
-            **standalone_script(run, record, expectation),
+            **made,
         })
     return {"id": detail_id(col, check), "check": check, "release": run.release, "entries": entries,
             "reasons": reasons, "skipped": dict(skipped), "path": str(run.path)}
