@@ -148,3 +148,22 @@ def test_the_regression_issue_carries_the_new_failures_scripts(tmp_path):
     assert issue.body.count("```python") == min(len(issue.scripts), regression.SCRIPTS_INLINE)
     for text in issue.scripts.values():
         compile(text, name, "exec")
+
+
+def test_one_script_per_cell_and_the_issue_links_the_sites(tmp_path):
+    """A cell failing on two targets gets one script (its first failing target's), and every script the regression
+    issue links is one the site has."""
+    shutil.copy(CALLS / "transformers-4.50.3.json", tmp_path)
+    run = run_of("4.53.3")
+    twins = [{**record, "id": record["id"].replace("float32-cpu-eager", "bfloat16-cpu-eager"),
+              "params": {**record["params"], "dtype": "bfloat16"}} for record in run["tests"]]
+    results.write(tmp_path / "transformers-4.53.3.json", {**run, "tests": run["tests"] + twins})
+    runs, _ = load_results(tmp_path)
+    site = tmp_path / "site"
+    page.write_site(runs, [], site)
+    lookup = CHECK.format("default-prompt-lookup")
+    written = {path.name for path in (site / "repro").iterdir()}
+    assert script.file_name(record_of(run, lookup), "4.53.3") in written  # float32 comes first
+    assert script.file_name(record_of({"tests": twins}, lookup.replace("float32", "bfloat16")), "4.53.3") not in written
+    issue = regression.regression_issue(runs, "4.53.3", "https://example.org/report/")
+    assert issue.scripts and set(issue.scripts) <= written

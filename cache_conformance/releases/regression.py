@@ -11,7 +11,7 @@ from cache_conformance.releases import ReleasesError
 from cache_conformance.report import changes, direction
 from cache_conformance.report.changes import FAILING, outcome
 from cache_conformance.report.load import target_id
-from cache_conformance.report.page import SCRIPTS, standalone_script
+from cache_conformance.report.page import SCRIPTS, cell_script
 
 MESSAGE_LIMIT = 300
 # The development head's one issue, found again by this title; what the dev-head job installs (tox.ini).
@@ -71,10 +71,10 @@ def regression_issue(runs: list, release: str, site: str) -> Issue | None:
                 f"| `{check}` | {params.get('dtype', '')} | {params.get('device', '')} | {params.get('attn', '')} "
                 f"| {old_cell} | {new_cell} | {_table_text(record.get('message', ''))} |"
             )
-            made = standalone_script(new_run, record, {key: record[key] for key in ("reason", "reference")
-                                                       if record.get(key)})
-            if made["script"]:
-                scripts[made["script"]] = made["script_text"]
+            # the report's one script of this cell, which the link below finds on the site
+            made = cell_script(new_run, {target: r for (c, target), r in new_run.tests.items() if c == check})
+            if made:
+                scripts[made[1]["script"]] = made[1]["script_text"]
     if scripts:
         lines += ["", "### Standalone reproductions", "",
                   ("Each script needs only torch and transformers, builds the checkpoint itself and exits 1 where the "

@@ -182,8 +182,8 @@ def detail(col: dict, check: str) -> dict:
     the targets' calls differ only in dtype, device and attention)."""
     run = col["run"]
     entries, skipped, reasons = [], defaultdict(list), []
-    scripted = False
     records = col["by_check"][check]
+    scripted = cell_script(run, records)
     for target in sorted(records, key=target_order):
         record = records[target]
         if record["outcome"] == "skipped":
@@ -194,8 +194,6 @@ def detail(col: dict, check: str) -> dict:
         expectation = {k: record[k] for k in ("reason", "evidence", "reference", "releases") if record.get(k)}
         if expectation and expectation not in reasons:
             reasons.append(expectation)  # shown once, above the targets it applies to
-        made = {"script": ""} if scripted else standalone_script(run, record, expectation)
-        scripted = scripted or bool(made["script"])
         entries.append({
             "target": target or "(no target)",
             "outcome": outcome(record),
@@ -207,10 +205,22 @@ def detail(col: dict, check: str) -> dict:
                 f" (carried from {record['carried_from']}, release not adopted)" if record.get("carried_from") else ""),
             "reason_no": reasons.index(expectation) + 1 if expectation else 0,
             "command": reproduce(col, record),
-            **made,
+            **(scripted[1] if scripted and scripted[0] == target else {"script": ""}),
         })
     return {"id": detail_id(col, check), "check": check, "release": run.release, "entries": entries,
             "reasons": reasons, "skipped": dict(skipped), "path": str(run.path)}
+
+
+def cell_script(run: Run, records: dict[str, dict]) -> tuple[str, dict] | None:
+    """(target, standalone_script) of a cell (one check's records by target on one release): its first failing
+    target, in the page's target order, whose call a script can make; None where there is none."""
+    for target in sorted(records, key=target_order):
+        record = records[target]
+        expectation = {key: record[key] for key in ("reason", "reference") if record.get(key)}
+        made = standalone_script(run, record, expectation)
+        if made["script"]:
+            return target, made
+    return None
 
 
 def standalone_script(run: Run, record: dict, expectation: dict) -> dict:
