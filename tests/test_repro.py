@@ -27,6 +27,7 @@ SAMPLE = [
     ("5.25.0", "implementation-hybrid-greedy"),  # substituted, 5.0 on
     ("5.25.0", "implementation-offloaded-prompt-lookup"),  # crashed (no accelerator), every release
     ("4.53.3", "implementation-static-greedy"),  # oversized, 4.53-4.55
+    ("4.53.3", "implementation-static-beam-2"),  # oversized with beam search (beams are not compared with logits)
     ("4.53.3", "implementation-dynamic-prompt-lookup"),  # wrong (a token too many), 4.53-4.57
     ("4.50.3", "object-DynamicCache-greedy"),  # refused misleadingly, 4.50-4.52
     ("4.50.3", "implementation-quantized-greedy"),  # crashed, 4.50-4.52
