@@ -65,6 +65,8 @@ def embedded_checkpoint(run_info: dict) -> tuple[dict, int | None, str]:
     """(config, seed of its weights or None, folder name) of the text checkpoint a run used: an embedded one by its
     config digest (regenerated in the script), else the folder the run read, if it is here (given to the script)."""
     digest = re.search(r"config sha256 ([0-9a-f]+)", run_info.get("checkpoint", ""))
+    if not CHECKPOINT_MAKER.is_file():
+        raise ReproError(f"{CHECKPOINT_MAKER} is not here: write scripts from the project's folder")
     seeds = module_constants(CHECKPOINT_MAKER, "SEED", "TEXT_SEEDS")["TEXT_SEEDS"]
     for name, seed in seeds.items():
         config_file = FIXTURES / name / "config.json"
