@@ -26,6 +26,8 @@ import json
 import re
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 FORMAT = 1
 
 
@@ -73,6 +75,15 @@ def write(path: Path, payload: dict) -> None:
     """Write a results file (a run's, or the self-test's): the one writer, beside the one reader."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def unreleased(release: str) -> bool:
+    """Whether a run's `run_info.transformers` is a development build's version (5.26.0.dev0: transformers' main
+    branch), not a release's (nor a stand-in's "latest")."""
+    try:
+        return Version(release).is_prerelease
+    except InvalidVersion:
+        return False
 
 
 def check_name(nodeid: str, target_id: str | None) -> str:

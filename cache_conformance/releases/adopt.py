@@ -85,7 +85,7 @@ def release_of(files: list[dict]) -> Version:
         version = Version(text)
     except InvalidVersion:
         raise AdoptionError(f"run_info.transformers {text!r} is not a release version") from None
-    if version.is_prerelease:
+    if results.unreleased(text):
         raise AdoptionError(f"transformers {text} is a development build (unreleased): it is never adopted")
     return version
 

@@ -10,8 +10,6 @@ import urllib.error
 from collections import Counter
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
-
 from cache_conformance.records import results
 from cache_conformance.releases import ReleasesError, download
 
@@ -28,9 +26,9 @@ def merge(published: Path, new: Path, into: Path) -> list[str]:
         release, data = _read_results(path)
         by_release.setdefault(release, []).append(data)
     # One development-head column: a new unreleased run replaces the published one, whatever its version.
-    new_head = any(map(unreleased, by_release))
+    new_head = any(map(results.unreleased, by_release))
     for path in sorted(published.glob("transformers-*.json")):
-        if not (new_head and unreleased(_read_results(path)[0])):
+        if not (new_head and results.unreleased(_read_results(path)[0])):
             shutil.copyfile(path, into / path.name)
     written = []
     for release, parts in by_release.items():
@@ -38,14 +36,6 @@ def merge(published: Path, new: Path, into: Path) -> list[str]:
         (into / name).write_text(json.dumps(combine(parts), indent=1) + "\n")
         written.append(name)
     return written
-
-
-def unreleased(release: str) -> bool:
-    """A development build's version (5.26.0.dev0), not a release's (nor a stand-in's "latest")."""
-    try:
-        return Version(release).is_prerelease
-    except InvalidVersion:
-        return False
 
 
 def combine(parts: list[dict]) -> dict:

@@ -32,10 +32,7 @@ class Run:
     @property
     def unreleased(self) -> bool:
         """A development build (transformers' main branch: 5.26.0.dev0): a column of its own, never adopted."""
-        try:
-            return Version(self.release).is_prerelease
-        except InvalidVersion:
-            return False
+        return results.unreleased(self.release)
 
     @property
     def sort_key(self) -> tuple:
