@@ -60,7 +60,7 @@ def regression_issue(runs: list, release: str, site: str) -> Issue | None:
     tables = [("Newly failing", [(change.check, change.params, change.old_outcome, change.new_outcome)
                                  for change in flipped]),
               ("Failing in another way", changed)]
-    scripts = {}
+    scripted = {}  # check -> (target, its script) or None
     for heading, rows in tables:
         if not rows:
             continue
@@ -71,10 +71,10 @@ def regression_issue(runs: list, release: str, site: str) -> Issue | None:
                 f"| `{check}` | {params.get('dtype', '')} | {params.get('device', '')} | {params.get('attn', '')} "
                 f"| {old_cell} | {new_cell} | {_table_text(record.get('message', ''))} |"
             )
-            # the report's one script of this cell, which the link below finds on the site
-            made = cell_script(new_run, {target: r for (c, target), r in new_run.tests.items() if c == check})
-            if made:
-                scripts[made[1]["script"]] = made[1]["script_text"]
+            if check not in scripted:  # the report's one script of this cell, which the link below finds on the site
+                scripted[check] = cell_script(new_run, {target: r for (c, target), r in new_run.tests.items()
+                                                        if c == check})
+    scripts = {made["script"]: made["script_text"] for _, made in filter(None, scripted.values())}
     if scripts:
         lines += ["", "### Standalone reproductions", "",
                   ("Each script needs only torch and transformers, builds the checkpoint itself and exits 1 where the "

@@ -82,10 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = applied.entry if applied is not None and applied.entry.explains_record(record) else None
         expectation = {"reason": entry.reason, "reference": entry.reference} if entry is not None else None
         text = script.render(record, run_info, expectation=expectation)
-    except script.ReproError as error:
-        print(f"repro: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError) as error:  # script.ReproError among them
         print(f"repro: {error}", file=sys.stderr)
         return 2
     arguments.out.mkdir(parents=True, exist_ok=True)
