@@ -74,7 +74,7 @@ def regression_issue(runs: list, release: str, site: str) -> Issue | None:
             if check not in scripted:  # the report's one script of this cell, which the link below finds on the site
                 scripted[check] = cell_script(new_run, {target: r for (c, target), r in new_run.tests.items()
                                                         if c == check})
-    scripts = {made["script"]: made["script_text"] for _, made in filter(None, scripted.values())}
+    scripts = dict(made[1:] for made in scripted.values() if made)
     if scripts:
         lines += ["", "### Standalone reproductions", "",
                   ("Each script needs only torch and transformers, builds the checkpoint itself and exits 1 where the "

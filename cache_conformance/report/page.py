@@ -75,8 +75,7 @@ def context(runs: list[Run], errors: list[str]) -> dict:
         "views": views,
         "groups": groups,
         "details": details,
-        "scripts": {entry["script"]: entry.pop("script_text") for item in details for entry in item["entries"]
-                    if entry["script"]},
+        "scripts": dict(item["script"][1:] for item in details if item["script"]),
         "crashes": [col for col in columns if col["run"].crashed],
         "changed": what_changed(columns),
         "memory": memory_charts(columns),
@@ -205,34 +204,27 @@ def detail(col: dict, check: str) -> dict:
                 f" (carried from {record['carried_from']}, release not adopted)" if record.get("carried_from") else ""),
             "reason_no": reasons.index(expectation) + 1 if expectation else 0,
             "command": reproduce(col, record),
-            **(scripted[1] if scripted and scripted[0] == target else {"script": ""}),
+            "script": scripted[1] if scripted and scripted[0] == target else "",
         })
     return {"id": detail_id(col, check), "check": check, "release": run.release, "entries": entries,
-            "reasons": reasons, "skipped": dict(skipped), "path": str(run.path)}
+            "reasons": reasons, "skipped": dict(skipped), "path": str(run.path), "script": scripted}
 
 
-def cell_script(run: Run, records: dict[str, dict]) -> tuple[str, dict] | None:
-    """(target, standalone_script) of a cell (one check's records by target on one release): its first failing
-    target, in the page's target order, whose call a script can make; None where there is none."""
+def cell_script(run: Run, records: dict[str, dict]) -> tuple[str, str, str] | None:
+    """(target, file name, text) of a cell's standalone script (cache_conformance/repro), the cell being one check's
+    records by target on one release: made from its first failing target, in the page's target order, whose call
+    a script can make; None where there is none (or its checkpoint is not here: the cell keeps its rerun command)."""
     for target in sorted(records, key=target_order):
         record = records[target]
+        if script.why_not_scriptable(record) is not None:
+            continue
         expectation = {key: record[key] for key in ("reason", "reference") if record.get(key)}
-        made = standalone_script(run, record, expectation)
-        if made["script"]:
-            return target, made
+        try:
+            return target, script.file_name(record, run.release), script.render(record, run.info,
+                                                                                 expectation=expectation)
+        except script.ReproError:
+            return None
     return None
-
-
-def standalone_script(run: Run, record: dict, expectation: dict) -> dict:
-    """{"script": its file name, "script_text": ...} for a failing record whose call a script can make again
-    (cache_conformance/repro), else {"script": ""}."""
-    if script.why_not_scriptable(record) is not None:
-        return {"script": ""}
-    try:
-        return {"script": script.file_name(record, run.release),
-                "script_text": script.render(record, run.info, expectation=expectation)}
-    except script.ReproError:  # a checkpoint that is not here: the cell keeps its rerun command
-        return {"script": ""}
 
 
 def reproduce(col: dict, record: dict) -> str:
